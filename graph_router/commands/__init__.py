@@ -1,0 +1,1 @@
+"""One module per ``graph-router`` subcommand, each with ``register(subparsers)``."""

@@ -1,0 +1,65 @@
+"""``graph-router serve``: the long-running router (also KServe's ``--graph-json`` entry point)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import uvloop
+
+from ..errors import GraphError
+from ..loader import load_graph_file, load_graph_json
+from ..plan import GraphPlan, compile_graph
+from ..settings import ServerSettings
+
+
+def parse_services(pairs: list[str]) -> dict[str, str]:
+    """``NAME=URL`` pairs from repeated ``--service`` flags."""
+    services = {}
+    for pair in pairs:
+        name, sep, url = pair.partition("=")
+        if not sep or not name or not url:
+            raise GraphError(f"--service {pair!r}: expected NAME=URL")
+        services[name] = url
+    return services
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve", help="serve a graph over HTTP (the default when the first argument is an option)"
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--graph-json", help="an InferenceGraph spec as JSON (what KServe's controller passes)")
+    source.add_argument("--graph", help="a YAML or JSON file: an InferenceGraph resource or a bare spec")
+    p.add_argument("graph_file", nargs="?", metavar="GRAPH", help="same as --graph")
+    p.add_argument("--name", help="graph name for logs and metrics (default: metadata.name, else 'graph')")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--drain-seconds", type=float, default=30.0,
+                   help="after SIGTERM, keep serving with /readyz 503 this long, then close (default 30)")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="request body limit (default 64 MiB)")
+    p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
+                   help="URL for a serviceName (repeatable), for graphs run outside a cluster")
+    p.set_defaults(func=run)
+
+
+def load_plan(args: argparse.Namespace) -> GraphPlan:
+    """The plan named by --graph-json, --graph or the positional file."""
+    services = parse_services(args.service)
+    if args.graph_json is not None:
+        return compile_graph(load_graph_json(args.graph_json, name=args.name), services)
+    path = args.graph or args.graph_file
+    if path is None:
+        raise GraphError("give --graph-json JSON, --graph FILE or a graph file")
+    return compile_graph(load_graph_file(path, name=args.name), services)
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = load_plan(args)
+    settings = ServerSettings.from_env(
+        host=args.host, port=args.port, drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes
+    )
+    from ..server import serve
+
+    uvloop.run(serve(settings, plan))
+    return 0

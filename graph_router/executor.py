@@ -1,0 +1,189 @@
+"""Runs a compiled plan: one executor per node kind, KServe's semantics exactly.
+
+Bodies stay bytes end to end; JSON is parsed only where a node must look inside
+(conditions, Ensemble merge, mapPredictionsToInstances), once per body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from multidict import CIMultiDict
+
+from . import gjson
+from .errors import NodeFailure, NoRouteMatched, RequestError
+from .plan import GraphPlan, NodePlan, StepPlan
+from .spec import RouterType
+from .upstream import StepResponse, UpstreamClient
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What every step of one graph request shares.
+
+    ``explain``: when a list, every node entered, condition tested and step run appends
+    one small dict to it, in execution order (the path the request took). None (the
+    default) records nothing and costs one ``is None`` test per event.
+    """
+
+    headers: CIMultiDict[str]
+    step_timeout: float | None
+    explain: list[dict[str, object]] | None = None
+
+
+def map_predictions_to_instances(body: bytes) -> bytes:
+    """``{"predictions": [...]}`` becomes ``{"instances": [...]}``; anything else is unchanged."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if isinstance(doc, dict):
+        predictions = doc.get("predictions")
+        if isinstance(predictions, list) and predictions:
+            return orjson.dumps({"instances": predictions})
+    return body
+
+
+def _as_child_failure(exc: RequestError) -> NodeFailure:
+    """A child's failure seen by a Sequence or Ensemble parent: always 500, same cause."""
+    if exc.status == 500 and isinstance(exc, NodeFailure):
+        return exc
+    return NodeFailure(exc.cause, status=500)
+
+
+class Executor:
+    """Executes plans against services through one shared upstream client."""
+
+    def __init__(self, client: UpstreamClient, rng: random.Random | None = None) -> None:
+        self._client = client
+        self._rng = rng or random.Random()
+        self._kinds: dict[RouterType, Callable[[NodePlan, bytes, RequestContext], Awaitable[StepResponse]]] = {
+            RouterType.SEQUENCE: self._sequence,
+            RouterType.SWITCH: self._switch,
+            RouterType.ENSEMBLE: self._ensemble,
+            RouterType.SPLITTER: self._splitter,
+        }
+
+    async def run(
+        self,
+        plan: GraphPlan,
+        body: bytes,
+        headers: CIMultiDict[str],
+        explain: list[dict[str, object]] | None = None,
+    ) -> StepResponse:
+        """Run the graph from ``root``; raises RequestError when the graph fails.
+
+        Pass a list as ``explain`` to have the path taken recorded into it.
+        """
+        ctx = RequestContext(headers=headers, step_timeout=plan.timeouts.service_client, explain=explain)
+        return await self._node(plan.root, body, ctx)
+
+    async def _node(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+        if ctx.explain is not None:
+            ctx.explain.append({"node": node.name, "kind": node.kind.value})
+        return await self._kinds[node.kind](node, body, ctx)
+
+    async def _step(self, node: NodePlan, step: StepPlan, body: bytes, ctx: RequestContext) -> StepResponse:
+        if ctx.explain is None:
+            if step.node is not None:
+                return await self._node(step.node, body, ctx)
+            assert step.url is not None
+            return await self._client.call(step.url, body, ctx.headers, ctx.step_timeout)
+        entry: dict[str, object] = {"node": node.name, "step": step.label, "target": step.target}
+        ctx.explain.append(entry)
+        started = time.perf_counter()
+        try:
+            if step.node is not None:
+                result = await self._node(step.node, body, ctx)
+            else:
+                assert step.url is not None
+                result = await self._client.call(step.url, body, ctx.headers, ctx.step_timeout)
+        except RequestError as exc:
+            entry["error"] = exc.cause
+            raise
+        finally:
+            entry["ms"] = round((time.perf_counter() - started) * 1000, 3)
+        entry["status"] = result.status
+        return result
+
+    @staticmethod
+    def _condition(ctx: RequestContext, node: NodePlan, step: StepPlan, matched: bool) -> bool:
+        if ctx.explain is not None:
+            assert step.condition is not None
+            ctx.explain.append(
+                {"node": node.name, "step": step.label, "condition": step.condition.source, "matched": matched}
+            )
+        return matched
+
+    async def _sequence(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+        response: bytes | None = None
+        status = 200
+        for step in node.steps:
+            request = response if step.use_response and response is not None else body
+            if step.map_predictions:
+                request = map_predictions_to_instances(request)
+            if step.condition is not None:
+                if response is None or not gjson.valid(response):
+                    raise NodeFailure("invalid response")
+                if not self._condition(ctx, node, step, step.condition.exists(response)):
+                    return StepResponse(200, response)
+            try:
+                result = await self._step(node, step, request, ctx)
+            except RequestError as exc:
+                raise _as_child_failure(exc) from exc
+            response, status = result.body, result.status
+            if step.hard and not result.ok:
+                return result
+        assert response is not None
+        return StepResponse(status, response)
+
+    async def _switch(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+        if gjson.valid(body):
+            for step in node.steps:
+                if step.condition is not None and self._condition(ctx, node, step, step.condition.exists(body)):
+                    return await self._step(node, step, body, ctx)
+        raise NoRouteMatched()
+
+    async def _splitter(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+        draw = self._rng.randrange(100)
+        for step, bound in zip(node.steps, node.weight_bounds, strict=True):
+            if draw < bound:
+                if ctx.explain is not None:
+                    ctx.explain.append({"node": node.name, "draw": draw, "step": step.label})
+                return await self._step(node, step, body, ctx)
+        raise NodeFailure("no route was selected by the splitter")
+
+    async def _ensemble(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._ensemble_member(node, s, body, ctx)) for s in node.steps]
+        except* RequestError as eg:
+            # Siblings were cancelled by the TaskGroup; any member's failure fails the node.
+            first = eg.exceptions[0]
+            assert isinstance(first, RequestError)
+            raise _as_child_failure(first) from None
+        results = [t.result() for t in tasks]
+        for step, result in zip(node.steps, results, strict=True):
+            if step.hard and not result.ok:
+                return result
+        # Go's encoder writes map keys sorted; the members' bodies are already valid JSON.
+        parts = sorted((step.label, result.body) for step, result in zip(node.steps, results, strict=True))
+        merged = b"{" + b",".join(orjson.dumps(key) + b":" + raw for key, raw in parts) + b"}"
+        return StepResponse(200, merged)
+
+    async def _ensemble_member(
+        self, node: NodePlan, step: StepPlan, body: bytes, ctx: RequestContext
+    ) -> StepResponse:
+        result = await self._step(node, step, body, ctx)
+        try:
+            is_object = isinstance(orjson.loads(result.body), dict)
+        except orjson.JSONDecodeError:
+            is_object = False
+        if not is_object:
+            raise NodeFailure(f"ensemble step {step.label} did not answer with a JSON object")
+        return result

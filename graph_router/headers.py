@@ -1,0 +1,99 @@
+"""Which incoming headers reach the steps: KServe's ``PROPAGATE_HEADERS`` rules.
+
+KServe matches each comma-separated regular expression (unanchored, case-sensitive,
+no trimming) against Go's *canonical* header name, and forwards every value of every
+matching header. Unset means nothing is forwarded; set but empty is one empty pattern,
+which matches everything. An invalid pattern is logged and skipped.
+
+Hop-by-hop and framing headers are never forwarded, whatever the patterns say (a
+deliberate difference from KServe: forwarding ``Connection`` or ``Content-Length``
+breaks the step call).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+
+from multidict import CIMultiDict
+
+logger = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+NEVER_FORWARDED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+    }
+)
+
+
+def canonical_name(name: str) -> str:
+    """Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-request-id`` becomes ``X-Request-Id``.
+
+    Names with characters outside the HTTP token set are returned unchanged, as Go does.
+    """
+    if not _TOKEN.match(name):
+        return name
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+class HeaderPropagator:
+    """Compiled ``PROPAGATE_HEADERS``: decides once per distinct header name, then caches."""
+
+    _CACHE_LIMIT = 4096
+
+    def __init__(self, patterns: str | None) -> None:
+        self._patterns: tuple[re.Pattern[str], ...] = tuple(self._compile(patterns))
+        self._decisions: dict[str, bool] = {}
+
+    @staticmethod
+    def _compile(patterns: str | None) -> Iterable[re.Pattern[str]]:
+        if patterns is None:
+            return
+        for raw in patterns.split(","):
+            try:
+                yield re.compile(raw)
+            except re.error as exc:
+                logger.error("PROPAGATE_HEADERS pattern %r is invalid and is skipped: %s", raw, exc)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._patterns)
+
+    def wanted(self, name: str) -> bool:
+        """Whether a header of this (raw, as received) name is forwarded to steps."""
+        decision = self._decisions.get(name)
+        if decision is None:
+            if name.lower() in NEVER_FORWARDED:
+                decision = False
+            else:
+                canon = canonical_name(name)
+                decision = any(p.search(canon) for p in self._patterns)
+            if len(self._decisions) >= self._CACHE_LIMIT:
+                self._decisions.clear()
+            self._decisions[name] = decision
+        return decision
+
+    def select(self, incoming: Mapping[str, str] | Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+        """The headers to send to a step: every value of every wanted header, in order."""
+        out: CIMultiDict[str] = CIMultiDict()
+        if not self._patterns:
+            return out
+        items = incoming.items() if isinstance(incoming, Mapping) else incoming
+        for name, value in items:
+            if self.wanted(name):
+                out.add(name, value)
+        return out
