@@ -20,28 +20,46 @@ from .errors import GraphError
 # Modules that each define ``register(subparsers)``; order is the order of --help.
 COMMANDS: tuple[str, ...] = (
     "graph_router.commands.serve",
+    "graph_router.commands.controller",
     "graph_router.commands.validate",
     "graph_router.commands.demo",
+    "graph_router.commands.run",
+    "graph_router.commands.graph",
+    "graph_router.commands.test",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graph-router", description="KServe-compatible InferenceGraph router")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--log-level", default="INFO", help="logging level, accepted anywhere (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def _pop_option(args: list[str], option: str) -> str | None:
+    """Remove ``option VALUE`` or ``option=VALUE`` from anywhere in ``args``; return VALUE."""
+    for i, arg in enumerate(args):
+        if arg == option and i + 1 < len(args):
+            value = args[i + 1]
+            del args[i : i + 2]
+            return value
+        if arg.startswith(option + "="):
+            del args[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    log_level = _pop_option(args_list, "--log-level") or "INFO"
     if args_list and args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--log-level"):
         args_list = ["serve", *args_list]
     args = build_parser().parse_args(args_list)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     run: Callable[[argparse.Namespace], int] = args.func

@@ -40,6 +40,9 @@ NEVER_FORWARDED = frozenset(
 )
 
 
+_NONE: CIMultiDict[str] = CIMultiDict()
+
+
 def canonical_name(name: str) -> str:
     """Go's ``textproto.CanonicalMIMEHeaderKey``: ``x-request-id`` becomes ``X-Request-Id``.
 
@@ -88,10 +91,13 @@ class HeaderPropagator:
         return decision
 
     def select(self, incoming: Mapping[str, str] | Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-        """The headers to send to a step: every value of every wanted header, in order."""
-        out: CIMultiDict[str] = CIMultiDict()
+        """The headers to send to a step: every value of every wanted header, in order.
+
+        Callers must not modify the result: with no patterns it is one shared empty dict.
+        """
         if not self._patterns:
-            return out
+            return _NONE
+        out: CIMultiDict[str] = CIMultiDict()
         items = incoming.items() if isinstance(incoming, Mapping) else incoming
         for name, value in items:
             if self.wanted(name):

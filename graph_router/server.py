@@ -1,23 +1,28 @@
-"""The HTTP server: every path but /readyz runs the graph from ``root``.
+"""The router's request handling: every path but /readyz runs the graph from ``root``.
 
-Built on aiohttp's low-level server (no router, no middleware chain): the request
-path reads the body as bytes, runs the current plan and writes the answer. Errors
-become KServe's ``{"error", "cause"}`` body in one place, ``_error_response``.
+The request path takes the body as bytes, runs the current plan and writes the answer.
+Graph failures become KServe's ``{"error", "cause"}`` body in one place,
+``_error_response``. Connection-level rules (timeouts, size limits, malformed HTTP)
+belong to :mod:`graph_router.httpserver`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
+from typing import Any
 
 import orjson
-from aiohttp import web
+from multidict import CIMultiDict
 
-from .errors import ClientRequestError, RequestError
+from .errors import RequestError
 from .executor import Executor
 from .headers import HeaderPropagator
+from .httpserver import HTTPServer, Request, Response, ServerLimits, StreamingResponse
 from .plan import GraphPlan, Timeouts
 from .settings import ServerSettings
 from .upstream import UpstreamClient
@@ -27,10 +32,8 @@ logger = logging.getLogger(__name__)
 GRAPH_FAILED = "Failed to process request"
 JSON = "application/json"
 
-
-def _error_response(status: int, cause: str, error: str = GRAPH_FAILED) -> web.Response:
-    body = orjson.dumps({"error": error, "cause": cause})
-    return web.Response(status=status, body=body, headers={"Content-Type": JSON})
+def _error_response(status: int, cause: str, error: str = GRAPH_FAILED) -> Response:
+    return Response(status, orjson.dumps({"error": error, "cause": cause}), JSON)
 
 
 def _content_type(body: bytes) -> str:
@@ -61,97 +64,85 @@ class Router:
         self._executor = Executor(client)
         self._propagator = HeaderPropagator(settings.propagate_headers)
         self.shutting_down = False
+        self.http_server: HTTPServer | None = None
 
     @property
     def plan(self) -> GraphPlan | None:
         return self._plan
 
     def swap(self, plan: GraphPlan) -> None:
-        """Serve ``plan`` from the next request on."""
+        """Serve ``plan`` from the next request on (its routerTimeouts included)."""
         self._plan = plan
+        if self.http_server is not None:
+            self.http_server.limits = self.limits()
 
     @property
     def timeouts(self) -> Timeouts:
         return self._plan.timeouts if self._plan is not None else Timeouts()
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    def limits(self) -> ServerLimits:
+        """Connection limits from the settings and the graph's routerTimeouts."""
+        t = self.timeouts
+        return ServerLimits(
+            read_timeout=t.server_read,
+            write_timeout=t.server_write,
+            idle_timeout=t.server_idle,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
+
+    async def handle(self, request: Request) -> Response | StreamingResponse:
         if request.path == "/readyz":
             return self._readyz()
         plan = self._plan
         if plan is None:
             return _error_response(503, "no graph is loaded yet", error="Service Unavailable")
+        headers: CIMultiDict[str] = self._propagator.select(request.headers)
+        # serverWrite is enforced by the HTTP server: past it the connection is closed
+        # and this handler cancelled, as Go's WriteTimeout cuts KServe's answer off.
         try:
-            async with asyncio.timeout(plan.timeouts.server_read):
-                body = await self._read_body(request)
-        except TimeoutError:
-            return _error_response(408, "the request body did not arrive in time", error="Request Timeout")
-        except RequestError as exc:
-            return _error_response(exc.status, exc.cause, error="Bad Request")
-        headers = self._propagator.select(request.headers)
-        try:
-            async with asyncio.timeout(plan.timeouts.server_write):
-                result = await self._executor.run(plan, body, headers)
-        except TimeoutError:
-            # Go's WriteTimeout: the client sees the connection close, not an answer.
-            logger.warning("graph %s outlived serverWrite (%.0fs); closing the connection",
-                           plan.name, plan.timeouts.server_write)
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=504)
+            result = await self._executor.run(plan, request.body, headers)
         except RequestError as exc:
             logger.warning("graph %s failed: %s", plan.name, exc.cause)
             return _error_response(exc.status, exc.cause)
-        except Exception:
-            logger.exception("graph %s: unexpected error", plan.name)
-            return _error_response(500, "internal error in the router")
-        return web.Response(
-            status=result.status, body=result.body, headers={"Content-Type": _content_type(result.body)}
-        )
+        return Response(result.status, result.body, _content_type(result.body))
 
-    def _readyz(self) -> web.Response:
+    def _readyz(self) -> Response:
         if self.shutting_down:
-            return web.Response(status=503, text="shutting down")
+            return Response(503, b"shutting down", "text/plain; charset=utf-8")
         if self._plan is None:
-            return web.Response(status=503, text="no graph loaded")
-        return web.Response(status=200)
-
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
-        limit = self.settings.max_body_bytes
-        length = request.content_length
-        if length is not None and length > limit:
-            raise ClientRequestError(f"request body of {length} bytes is over the {limit}-byte limit", 413)
-        chunks = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise ClientRequestError(f"request body is over the {limit}-byte limit", 413)
-            chunks.append(chunk)
-        return b"".join(chunks)
+            return Response(503, b"no graph loaded", "text/plain; charset=utf-8")
+        return Response(200)
 
 
-def make_server(router: Router) -> web.Server:
-    """The aiohttp low-level server for ``router``: cancel handlers whose client left."""
-    return web.Server(
-        router.handle,
-        handler_cancellation=True,
-        keepalive_timeout=router.timeouts.server_idle,
-        auto_decompress=False,
-        access_log=None,
-    )
+async def start_server(router: Router, host: str, port: int, *, reuse_port: bool = False) -> HTTPServer:
+    """Listen for ``router`` on host:port (port 0: any free port)."""
+    server = HTTPServer(router.handle, router.limits())
+    router.http_server = server
+    await server.start(host, port, reuse_port=reuse_port)
+    return server
 
 
-async def serve(settings: ServerSettings, plan: GraphPlan | None, *, reuse_port: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT, then drain as KServe does and return."""
+async def serve(
+    settings: ServerSettings,
+    plan: GraphPlan | None,
+    *,
+    reuse_port: bool = False,
+    background: Callable[[Router], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain as KServe does and return.
+
+    ``background``, when given, runs beside the server with the Router (the graph file
+    reloader) and is cancelled at shutdown.
+    """
     client = UpstreamClient(settings.upstream)
     await client.start()
     router = Router(settings, plan, client)
-    runner = web.ServerRunner(make_server(router), handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, settings.host, settings.port, shutdown_timeout=settings.shutdown_timeout, reuse_port=reuse_port
-    )
-    await site.start()
+    server = await start_server(router, settings.host, settings.port, reuse_port=reuse_port)
+    # Everything loaded so far lives for the whole process: keep the collector off it,
+    # and collect the young generation less often (requests allocate short-lived objects).
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+    side_task = asyncio.create_task(background(router)) if background is not None else None
     logger.info("graph-router listening on %s:%d", settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -160,12 +151,16 @@ async def serve(settings: ServerSettings, plan: GraphPlan | None, *, reuse_port:
     try:
         await stop.wait()
         router.shutting_down = True
-        logger.info("stopping: /readyz answers 503; draining for %.0fs", settings.drain_seconds)
+        logger.info("stopping: /readyz answers 503; draining for %gs", settings.drain_seconds)
         await asyncio.sleep(settings.drain_seconds)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with suppress(Exception):
                 loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        if side_task is not None:
+            side_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await side_task
+        await server.shutdown(settings.shutdown_timeout)
         await client.close()
         logger.info("graph-router stopped")

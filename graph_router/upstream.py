@@ -1,9 +1,9 @@
 """The one module that talks HTTP to model services.
 
-One pooled keep-alive client per process. A step call is ``POST <url>`` with the
-current body as bytes; the answer is its status and body (response headers are
-dropped, as KServe does). Transport failures become :class:`UpstreamError` here and
-nowhere else.
+One pooled keep-alive client per process (:mod:`graph_router.httpclient`). A step call
+is ``POST <url>`` with the current body as bytes; the answer is its status and body
+(response headers are dropped, as KServe does). Transport failures become
+:class:`UpstreamError` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,16 +15,10 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDict
 
+from . import httpclient
 from .errors import UpstreamError
 
 logger = logging.getLogger(__name__)
-
-# Errors that mean "the server closed the connection before answering": on a pooled
-# connection this is the classic keep-alive race, and the request never reached a handler.
-_STALE_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientConnectionResetError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,43 +42,39 @@ class UpstreamSettings:
     answers here (checked once); configurable so tests can point it at a loopback server.
     pool_per_host: keep-alive connections kept per service; bounded so a slow service
     cannot take every socket.
+    keepalive_seconds: idle connections are closed after this, before typical servers do.
+    max_response_bytes: a step answer above this fails the step (memory stays bounded).
     """
 
     istio_probe_url: str = "http://localhost:15000"
     pool_per_host: int = 256
-    keepalive_seconds: float = 60.0
+    keepalive_seconds: float = 30.0
+    connect_timeout: float = 10.0
     max_response_bytes: int = 256 * 1024 * 1024
 
 
 class UpstreamClient:
-    """Pooled HTTP client for step calls; create once per process, in the event loop."""
+    """Step calls through one pooled client; create once per process, in the event loop."""
 
     def __init__(self, settings: UpstreamSettings | None = None) -> None:
         self._settings = settings or UpstreamSettings()
-        self._session: aiohttp.ClientSession | None = None
-        self._fresh: aiohttp.ClientSession | None = None
+        self._http: httpclient.HTTPClient | None = None
         self._rewrite_https: bool | None = None
         self._istio_lock = asyncio.Lock()
 
     async def start(self) -> None:
         s = self._settings
-        connector = aiohttp.TCPConnector(
-            limit=0, limit_per_host=s.pool_per_host, keepalive_timeout=s.keepalive_seconds, ttl_dns_cache=30
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, timeout=aiohttp.ClientTimeout(total=None)
-        )
-        # Retries of a stale pooled connection must not pick another stale one.
-        self._fresh = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(force_close=True, limit=0),
-            timeout=aiohttp.ClientTimeout(total=None),
+        self._http = httpclient.HTTPClient(
+            per_host=s.pool_per_host,
+            keepalive=s.keepalive_seconds,
+            connect_timeout=s.connect_timeout,
+            max_body=s.max_response_bytes,
         )
 
     async def close(self) -> None:
-        for session in (self._session, self._fresh):
-            if session is not None:
-                await session.close()
-        self._session = self._fresh = None
+        if self._http is not None:
+            await self._http.close()
+        self._http = None
 
     async def _istio_rewrite(self) -> bool:
         """Whether an Istio sidecar is present (asked once, on the first https step)."""
@@ -95,9 +85,8 @@ class UpstreamClient:
         return self._rewrite_https
 
     async def _probe_istio(self) -> bool:
-        assert self._fresh is not None
         try:
-            async with self._fresh.get(
+            async with aiohttp.ClientSession() as session, session.get(
                 self._settings.istio_probe_url, timeout=aiohttp.ClientTimeout(total=2)
             ) as resp:
                 found = resp.status == 200
@@ -110,56 +99,26 @@ class UpstreamClient:
     async def call(
         self, url: str, body: bytes, headers: CIMultiDict[str], timeout: float | None
     ) -> StepResponse:
-        """POST ``body`` to ``url``; raise UpstreamError when no answer arrives."""
-        session = self._session
-        if session is None:
+        """POST ``body`` to ``url``; raise UpstreamError when no usable answer arrives.
+
+        A kept-alive connection that the service had closed before any byte of the answer
+        arrived is retried once, on a new connection.
+        """
+        http = self._http
+        if http is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
         if url.startswith("https://") and await self._istio_rewrite():
             url = "http://" + url[len("https://") :]
-        if "Content-Type" not in headers:
-            headers = headers.copy()
-            headers["Content-Type"] = "application/json"
-        client_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else None
         try:
             try:
-                return await self._post(session, url, body, headers, client_timeout)
-            except _STALE_CONNECTION_ERRORS:
-                assert self._fresh is not None
-                logger.debug("connection to %s closed before any answer; retrying once", url)
-                return await self._post(self._fresh, url, body, headers, client_timeout)
+                answer = await http.post(url, headers, body, timeout=timeout)
+            except httpclient.StaleConnection:
+                logger.debug("kept-alive connection to %s was closed; retrying once", url)
+                answer = await http.post(url, headers, body, fresh=True, timeout=timeout)
         except TimeoutError as exc:
-            raise UpstreamError(f"step call to {url} timed out after {timeout}s") from exc
-        except aiohttp.InvalidURL as exc:
+            raise UpstreamError(f"step call to {url} timed out after {timeout:g}s") from exc
+        except ValueError as exc:
             raise UpstreamError(f"step URL {url!r} is not a valid URL") from exc
-        except aiohttp.ClientResponseError as exc:
-            raise UpstreamError(f"step call to {url} got a malformed answer: {exc.message}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(f"step call to {url} failed: {_describe(exc)}") from exc
-
-    async def _post(
-        self,
-        session: aiohttp.ClientSession,
-        url: str,
-        body: bytes,
-        headers: CIMultiDict[str],
-        timeout: aiohttp.ClientTimeout | None,
-    ) -> StepResponse:
-        async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
-            try:
-                data = await resp.read()
-            except _STALE_CONNECTION_ERRORS as exc:
-                # Part of the answer arrived: the request reached the service, never retry.
-                raise aiohttp.ClientPayloadError("the answer's body was cut short") from exc
-            return StepResponse(resp.status, data, resp.headers.get("Content-Type"))
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, credential-free description of a transport error."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the service closed the connection"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the answer's body was cut short"
-    text = str(exc) or type(exc).__name__
-    return text
+        except httpclient.ClientError as exc:
+            raise UpstreamError(f"step call to {url} failed: {exc}") from exc
+        return StepResponse(answer.status, answer.body, answer.content_type)

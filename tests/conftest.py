@@ -18,9 +18,10 @@ import orjson
 import pytest
 from aiohttp import web
 
+from graph_router.httpserver import HTTPServer
 from graph_router.loader import load_graph_json
 from graph_router.plan import compile_graph
-from graph_router.server import Router, make_server
+from graph_router.server import Router, start_server
 from graph_router.settings import ServerSettings
 from graph_router.upstream import UpstreamClient, UpstreamSettings
 
@@ -131,7 +132,7 @@ class RunningRouter:
 @pytest.fixture
 async def start_router() -> AsyncIterator[Callable[..., Awaitable[RunningRouter]]]:
     """Start the real router for a spec dict: ``await start_router(spec, **settings)``."""
-    stack: list[tuple[web.ServerRunner, UpstreamClient, aiohttp.ClientSession]] = []
+    stack: list[tuple[HTTPServer, UpstreamClient, aiohttp.ClientSession]] = []
 
     async def start(spec: dict[str, Any], *, name: str = "test", settings: ServerSettings | None = None,
                     services: dict[str, str] | None = None, **overrides: Any) -> RunningRouter:
@@ -141,19 +142,15 @@ async def start_router() -> AsyncIterator[Callable[..., Awaitable[RunningRouter]
         client = UpstreamClient(settings.upstream)
         await client.start()
         router = Router(settings, plan, client)
-        runner = web.ServerRunner(make_server(router), shutdown_timeout=2)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server = await start_server(router, "127.0.0.1", 0)
         session = aiohttp.ClientSession()
-        stack.append((runner, client, session))
-        return RunningRouter(f"http://127.0.0.1:{port}", router, session)
+        stack.append((server, client, session))
+        return RunningRouter(f"http://127.0.0.1:{server.port}", router, session)
 
     yield start
-    for runner, client, session in stack:
+    for server, client, session in stack:
         await session.close()
-        await runner.cleanup()
+        await server.shutdown(2)
         await client.close()
 
 

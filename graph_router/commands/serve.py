@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
     p.add_argument("--max-body-bytes", type=int, default=None, help="request body limit (default 64 MiB)")
     p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
                    help="URL for a serviceName (repeatable), for graphs run outside a cluster")
+    p.add_argument("--reload", action="store_true",
+                   help="watch the graph file and swap in each new valid graph; until the file exists "
+                        "and is valid, serve with /readyz 503 (for the controller sidecar)")
     p.set_defaults(func=run)
 
 
@@ -55,11 +58,21 @@ def load_plan(args: argparse.Namespace) -> GraphPlan:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = load_plan(args)
+    reloader = None
+    if args.reload:
+        path = args.graph or args.graph_file
+        if path is None:
+            raise GraphError("--reload needs a graph file (--graph FILE), not --graph-json")
+        from ..reload import GraphFileReloader
+
+        reloader = GraphFileReloader(path, name=args.name, services=parse_services(args.service))
+        plan: GraphPlan | None = reloader.load_initial()
+    else:
+        plan = load_plan(args)
     settings = ServerSettings.from_env(
         host=args.host, port=args.port, drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes
     )
     from ..server import serve
 
-    uvloop.run(serve(settings, plan))
+    uvloop.run(serve(settings, plan, background=reloader.run if reloader is not None else None))
     return 0

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..loader import load_graph_json
 from ..plan import compile_graph
-from ..server import Router, make_server
+from ..server import Router, start_server
 from ..settings import ServerSettings
 from ..upstream import UpstreamClient
 
@@ -64,11 +64,8 @@ async def run_demo() -> int:
     client = UpstreamClient()
     await client.start()
     router = Router(ServerSettings(), plan, client)
-    router_runner = web.ServerRunner(make_server(router))
-    await router_runner.setup()
-    site = web.TCPSite(router_runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = await start_server(router, "127.0.0.1", 0)
+    port = server.port
     request = {"instances": ["graph_router is fast and I love it", "hello world"]}
     try:
         async with aiohttp.ClientSession() as session, session.post(
@@ -83,6 +80,6 @@ async def run_demo() -> int:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        await router_runner.cleanup()
+        await server.shutdown(1)
         await client.close()
         await svc_runner.cleanup()

@@ -1,0 +1,28 @@
+# graph_router: the router, and the controller sidecar, in one small non-root image.
+#
+# The entrypoint takes the exact arguments KServe's controller gives its router
+# (`--graph-json JSON`, no command), so this image can stand in for KServe's router image
+# unchanged; `controller ...` runs the sidecar.
+#
+#   docker build -t graph-router:0.1.0 .
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY graph_router ./graph_router
+# A venv holds the app and its dependencies, so the runtime stage copies one directory.
+# pip compiles the bytecode here: the runtime filesystem is read-only.
+RUN python -m venv /opt/graph-router \
+ && /opt/graph-router/bin/pip install .
+
+FROM python:3.11-slim
+COPY --from=build /opt/graph-router /opt/graph-router
+ENV PATH=/opt/graph-router/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# A numeric user that exists nowhere: nothing in the image belongs to it, nothing can be changed.
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["graph-router"]

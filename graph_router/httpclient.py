@@ -1,0 +1,407 @@
+"""A lean HTTP/1.1 client on asyncio protocols, for step calls.
+
+Why not aiohttp's client: a graph request makes one call per step, and aiohttp's
+per-request machinery (request objects, URL parsing, tracing hooks, cookie handling)
+cost more CPU than the rest of the router together. This client does only what a
+step call needs: POST a byte body, read status and body, keep connections alive.
+
+- Keep-alive pools per (scheme, host, port), LIFO, bounded per host; callers wait
+  for a free connection past the bound.
+- Response bodies framed by Content-Length, chunked encoding or connection close
+  (httptools' llhttp parser does the framing); gzip/deflate bodies are decoded.
+- A pooled connection the server closed before any byte of the answer arrived is
+  reported as :class:`StaleConnection`, so the caller may retry once on a new one.
+- Timeouts: connect and whole-exchange; TLS for https URLs.
+- Answers over ``max_body`` bytes are cut off (:class:`ResponseTooLarge`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+__all__ = [
+    "ClientError",
+    "ConnectError",
+    "HTTPClient",
+    "MalformedResponse",
+    "ResponseTooLarge",
+    "StaleConnection",
+]
+
+
+class ClientError(Exception):
+    """Base of this module's transport errors (no usable answer)."""
+
+
+class ConnectError(ClientError):
+    """The connection could not be opened."""
+
+
+class StaleConnection(ClientError):
+    """A reused connection was closed by the server before any byte of the answer."""
+
+
+class ConnectionClosed(ClientError):
+    """The server closed the connection before the answer was complete."""
+
+
+class MalformedResponse(ClientError):
+    """Bytes that are not an HTTP/1.1 answer."""
+
+
+class ResponseTooLarge(ClientError):
+    """The answer's body is over the configured limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Status, body and the two headers the router cares about."""
+
+    status: int
+    body: bytes
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A URL split once: the pool key and the request line prefix."""
+
+    key: tuple[str, str, int]
+    host: str
+    port: int
+    tls: bool
+    head: bytes  # b"POST /path HTTP/1.1\r\nHost: host[:port]\r\n"
+
+
+def parse_target(url: str) -> Target:
+    """Split a step URL; raises ValueError for anything but http(s)://host[:port]/path."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    host = parts.hostname
+    host_header = f"[{host}]" if ":" in host else host
+    if parts.port:
+        host_header += f":{parts.port}"
+    head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
+    return Target((parts.scheme, host, port), host, port, tls, head)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; at most one request in flight."""
+
+    def __init__(self, pool: _HostPool, max_body: int) -> None:
+        self._pool = pool
+        self._max_body = max_body
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reusable = False
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._got_bytes = False
+        self._reused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._status = 0
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._content_type: str | None = None
+        self._encoding: bytes | None = None
+        self._framed = False
+        self._done = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(MalformedResponse("the service asked to upgrade the connection"))
+        except httptools.HttpParserError as exc:
+            self._fail(MalformedResponse(f"the service's answer is not valid HTTP ({exc})"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._status and not self._framed and not self._done:
+            # A body delimited by the connection closing: EOF ends the message.
+            self.on_message_complete()
+            return
+        if not self._got_bytes and self._reused:
+            waiter.set_exception(StaleConnection("the service closed a kept-alive connection"))
+        else:
+            waiter.set_exception(ConnectionClosed("the service closed the connection before answering in full"))
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"content-type":
+            self._content_type = value.decode("latin-1")
+        elif lname == b"content-encoding":
+            self._encoding = value.strip().lower()
+        elif lname == b"content-length" or (lname == b"transfer-encoding" and b"chunked" in value.lower()):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        if self._status < 200 or self._status in (204, 304):
+            self._framed = True
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max_body:
+            self._fail(ResponseTooLarge(f"the answer is over the {self._max_body}-byte limit"))
+            return
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._status < 200:  # 1xx interim answer: the real one follows
+            return
+        self._done = True
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is None or waiter.done():
+            return
+        try:
+            self.reusable = self._parser.should_keep_alive() and not self.closed
+        except httptools.HttpParserError:
+            self.reusable = False
+        body = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
+        if self._encoding in (b"gzip", b"x-gzip", b"deflate"):
+            try:
+                body = zlib.decompress(body, 47 if self._encoding != b"deflate" else 15)
+            except zlib.error:
+                try:
+                    body = zlib.decompress(body, -15)
+                except zlib.error:
+                    waiter.set_exception(MalformedResponse("the answer's compressed body is corrupt"))
+                    return
+        waiter.set_result(Answer(self._status, body, self._content_type))
+
+    def _fail(self, exc: ClientError) -> None:
+        self.reusable = False
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def send(self, data: bytes, reused: bool) -> asyncio.Future[Answer]:
+        """Write one request; the future resolves with the answer."""
+        assert self.transport is not None
+        self.reusable = False
+        self._got_bytes = False
+        self._reused = reused
+        self._waiter = self._pool.loop.create_future()
+        self.transport.write(data)
+        return self._waiter
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _HostPool:
+    """Connections to one (scheme, host, port): idle ones LIFO, at most ``limit`` open."""
+
+    def __init__(self, client: HTTPClient, target: Target) -> None:
+        self.client = client
+        self.loop = client.loop
+        self.target = target
+        self.idle: list[_Connection] = []
+        self.open = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, fresh: bool) -> tuple[_Connection, bool]:
+        """A connection and whether it was reused from the pool."""
+        if not fresh:
+            now = time.monotonic()
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.closed and now - conn.idle_since < self.client.keepalive:
+                    return conn, True
+                conn.close()
+                self.open -= 1
+        while self.open >= self.client.per_host:
+            waiter = self.loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
+            if not fresh and self.idle:
+                conn = self.idle.pop()
+                if not conn.closed:
+                    return conn, True
+                self.open -= 1
+        self.open += 1
+        try:
+            return await self._connect(), False
+        except BaseException:
+            self.open -= 1
+            self._wake()
+            raise
+
+    async def _connect(self) -> _Connection:
+        t = self.target
+        ssl_ctx: ssl.SSLContext | None = self.client.ssl_context() if t.tls else None
+        try:
+            async with asyncio.timeout(self.client.connect_timeout):
+                _, proto = await self.loop.create_connection(
+                    lambda: _Connection(self, self.client.max_body),
+                    t.host,
+                    t.port,
+                    ssl=ssl_ctx,
+                    server_hostname=t.host if t.tls else None,
+                )
+        except TimeoutError as exc:
+            raise ConnectError(f"connecting to {t.host}:{t.port} timed out") from exc
+        except ssl.SSLError as exc:
+            raise ConnectError(f"TLS handshake with {t.host}:{t.port} failed ({exc.reason})") from exc
+        except OSError as exc:
+            raise ConnectError(f"cannot connect to {t.host}:{t.port} ({exc.strerror or exc})") from exc
+        return proto
+
+    def release(self, conn: _Connection) -> None:
+        if conn.reusable and not conn.closed:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+        else:
+            conn.close()
+            self.open -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+
+class HTTPClient:
+    """Pooled keep-alive client; one per process, created inside the running loop.
+
+    per_host: open connections per service; past it, calls wait for a free one.
+    keepalive: seconds an idle connection is kept (below common server idle timeouts,
+    so the client usually closes first and the stale-connection race stays rare).
+    """
+
+    def __init__(
+        self,
+        *,
+        per_host: int = 256,
+        keepalive: float = 30.0,
+        connect_timeout: float = 10.0,
+        max_body: int = 256 * 1024 * 1024,
+        user_agent: str = "graph-router",
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.per_host = per_host
+        self.keepalive = keepalive
+        self.connect_timeout = connect_timeout
+        self.max_body = max_body
+        self._user_agent = f"User-Agent: {user_agent}\r\n".encode("latin-1")
+        self._pools: dict[tuple[str, str, int], _HostPool] = {}
+        self._targets: dict[str, Target] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    def target(self, url: str) -> Target:
+        """The parsed target for ``url``, cached (step URLs are few and fixed)."""
+        t = self._targets.get(url)
+        if t is None:
+            t = parse_target(url)
+            if len(self._targets) > 10_000:
+                self._targets.clear()
+            self._targets[url] = t
+        return t
+
+    def build_request(self, target: Target, headers: Any, body: bytes) -> bytes:
+        """Request bytes: line, Host, the given headers, defaults, Content-Length.
+
+        Defaults: ``Content-Type: application/json`` (as KServe) and our User-Agent, each
+        unless the caller's headers have one.
+        """
+        parts = [target.head]
+        has_ua = has_ct = False
+        for name, value in headers.items():
+            lname = name.lower()
+            if lname == "user-agent":
+                has_ua = True
+            elif lname == "content-type":
+                has_ct = True
+            parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        if not has_ua:
+            parts.append(self._user_agent)
+        if not has_ct:
+            parts.append(b"Content-Type: application/json\r\n")
+        parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        parts.append(body)
+        return b"".join(parts)
+
+    async def post(
+        self, url: str, headers: Any, body: bytes, *, fresh: bool = False, timeout: float | None = None
+    ) -> Answer:
+        """POST ``body``; raises ClientError subclasses, TimeoutError, ValueError (bad URL)."""
+        target = self.target(url)
+        pool = self._pools.get(target.key)
+        if pool is None:
+            pool = self._pools[target.key] = _HostPool(self, target)
+        data = self.build_request(target, headers, body)
+        if timeout is None:
+            return await self._exchange(pool, data, fresh)
+        async with asyncio.timeout(timeout):
+            return await self._exchange(pool, data, fresh)
+
+    async def _exchange(self, pool: _HostPool, data: bytes, fresh: bool) -> Answer:
+        conn, reused = await pool.acquire(fresh)
+        try:
+            answer = await conn.send(data, reused)
+        except BaseException:
+            conn.reusable = False
+            pool.release(conn)
+            raise
+        pool.release(conn)
+        return answer
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
