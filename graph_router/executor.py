@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 
 from . import gjson
 from .errors import NodeFailure, NoRouteMatched, RequestError
+from .mapping import v2_outputs_to_inputs
 from .plan import GraphPlan, NodePlan, StepPlan
 from .spec import RouterType
 from .upstream import StepResponse, UpstreamClient
@@ -34,6 +35,7 @@ class RequestContext:
     headers: CIMultiDict[str]
     step_timeout: float | None
     explain: list[dict[str, object]] | None = None
+    request_body: bytes = b""  # the graph's original request, for $request in templates
 
 
 def map_predictions_to_instances(body: bytes) -> bytes:
@@ -49,9 +51,13 @@ def map_predictions_to_instances(body: bytes) -> bytes:
     return body
 
 
-def _as_child_failure(exc: RequestError) -> NodeFailure:
-    """A child's failure seen by a Sequence or Ensemble parent: always 500, same cause."""
-    if exc.status == 500 and isinstance(exc, NodeFailure):
+def _as_child_failure(exc: RequestError) -> RequestError:
+    """A child node's failure seen by a Sequence or Ensemble parent: 500, same cause (as KServe).
+
+    Errors that are not node failures (a template reference that selected nothing)
+    keep their own status.
+    """
+    if not isinstance(exc, NodeFailure) or exc.status == 500:
         return exc
     return NodeFailure(exc.cause, status=500)
 
@@ -80,7 +86,9 @@ class Executor:
 
         Pass a list as ``explain`` to have the path taken recorded into it.
         """
-        ctx = RequestContext(headers=headers, step_timeout=plan.timeouts.service_client, explain=explain)
+        ctx = RequestContext(
+            headers=headers, step_timeout=plan.timeouts.service_client, explain=explain, request_body=body
+        )
         return await self._node(plan.root, body, ctx)
 
     async def _node(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
@@ -123,10 +131,22 @@ class Executor:
     async def _sequence(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
         response: bytes | None = None
         status = 200
+        named: dict[str, bytes] | None = {} if node.keep_answers else None
         for step in node.steps:
             request = response if step.use_response and response is not None else body
             if step.map_predictions:
                 request = map_predictions_to_instances(request)
+            if step.v2_rename is not None:
+                request = v2_outputs_to_inputs(
+                    response if response is not None else body, step.v2_rename, step.v2_only, step.label
+                )
+            if step.template is not None:
+                sources: dict[str, bytes] = {"$request": ctx.request_body}
+                if response is not None:
+                    sources["$response"] = response
+                if named:
+                    sources.update(named)
+                request = step.template.render(sources, step.label)
             if step.condition is not None:
                 if response is None or not gjson.valid(response):
                     raise NodeFailure("invalid response")
@@ -137,6 +157,8 @@ class Executor:
             except RequestError as exc:
                 raise _as_child_failure(exc) from exc
             response, status = result.body, result.status
+            if named is not None and step.name in node.keep_answers:
+                named[step.name] = response
             if step.hard and not result.ok:
                 return result
         assert response is not None
@@ -146,7 +168,7 @@ class Executor:
         if gjson.valid(body):
             for step in node.steps:
                 if step.condition is not None and self._condition(ctx, node, step, step.condition.exists(body)):
-                    return await self._step(node, step, body, ctx)
+                    return await self._step(node, step, _templated(step, body, ctx), ctx)
         raise NoRouteMatched()
 
     async def _splitter(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
@@ -155,13 +177,17 @@ class Executor:
             if draw < bound:
                 if ctx.explain is not None:
                     ctx.explain.append({"node": node.name, "draw": draw, "step": step.label})
-                return await self._step(node, step, body, ctx)
+                return await self._step(node, step, _templated(step, body, ctx), ctx)
         raise NodeFailure("no route was selected by the splitter")
 
     async def _ensemble(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+        bodies = [_templated(s, body, ctx) for s in node.steps]
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._ensemble_member(node, s, body, ctx)) for s in node.steps]
+                tasks = [
+                    group.create_task(self._ensemble_member(node, s, b, ctx))
+                    for s, b in zip(node.steps, bodies, strict=True)
+                ]
         except* RequestError as eg:
             # Siblings were cancelled by the TaskGroup; any member's failure fails the node.
             first = eg.exceptions[0]
@@ -187,3 +213,10 @@ class Executor:
         if not is_object:
             raise NodeFailure(f"ensemble step {step.label} did not answer with a JSON object")
         return result
+
+
+def _templated(step: StepPlan, body: bytes, ctx: RequestContext) -> bytes:
+    """The step's request template rendered over the original request, if it has one."""
+    if step.template is None:
+        return body
+    return step.template.render({"$request": ctx.request_body}, step.label)

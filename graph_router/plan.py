@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from . import gjson
-from .errors import GraphValidationError
+from .errors import GraphError, GraphValidationError
+from .extensions import ANNOTATION, GraphExtensions, StepExtension, StepPolicy, read_extensions
+from .mapping import Template
 from .spec import ROOT_NODE, InferenceGraph, InferenceRouter, RouterType
 from .validation import step_label, validate
 
@@ -47,6 +49,10 @@ class StepPlan:
     url: str | None
     service_name: str | None
     node: NodePlan | None
+    template: Template | None = None
+    v2_rename: Mapping[str, str] | None = None  # set: map the previous answer's outputs to inputs
+    v2_only: list[str] | None = None
+    policy: StepPolicy | None = None
 
     @property
     def target(self) -> str:
@@ -64,6 +70,7 @@ class NodePlan:
     kind: RouterType
     steps: tuple[StepPlan, ...]
     weight_bounds: tuple[int, ...] = ()
+    keep_answers: frozenset[str] = frozenset()  # step names later templates read ($steps.NAME)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -75,6 +82,7 @@ class GraphPlan:
     nodes: Mapping[str, NodePlan]
     timeouts: Timeouts
     graph: InferenceGraph = field(repr=False)
+    deadline: float | None = None  # extensions' deadlineSeconds: one bound for the whole request
 
 
 def compile_graph(
@@ -89,13 +97,22 @@ def compile_graph(
     """
     name = graph.metadata.name or "graph"
     problems = validate(graph)
+    try:
+        extensions = read_extensions(graph)
+    except GraphError as exc:
+        problems.extend(str(exc).splitlines())
+        extensions = GraphExtensions()
+    step_ext: dict[tuple[str, int], StepExtension] = {}
+    templates: dict[tuple[str, int], Template] = {}
+    if not problems:
+        problems.extend(_attach_extensions(graph, extensions, step_ext, templates))
     if not problems and require_urls:
         problems = _unresolved(graph, services)
     if problems:
         raise GraphValidationError(name, problems)
     built: dict[str, NodePlan] = {}
     for node_name in graph.spec.nodes:
-        _build_node(node_name, graph, services or {}, built)
+        _build_node(node_name, graph, services or {}, built, step_ext, templates)
     rt = graph.spec.router_timeouts
     timeouts = Timeouts()
     if rt is not None:
@@ -111,6 +128,7 @@ def compile_graph(
         nodes=MappingProxyType(built),
         timeouts=timeouts,
         graph=graph,
+        deadline=extensions.deadline_seconds,
     )
 
 
@@ -127,15 +145,72 @@ def _unresolved(graph: InferenceGraph, services: Mapping[str, str] | None) -> li
     return problems
 
 
+def _attach_extensions(
+    graph: InferenceGraph,
+    extensions: GraphExtensions,
+    step_ext: dict[tuple[str, int], StepExtension],
+    templates: dict[tuple[str, int], Template],
+) -> list[str]:
+    """Match each ``<node>/<step>`` key to a step and compile its template."""
+    problems = []
+    nodes = graph.spec.nodes
+    for key, ext in extensions.steps.items():
+        where = f"annotation {ANNOTATION}: steps.{key}"
+        node_name, sep, step_key = key.partition("/")
+        node = nodes.get(node_name)
+        if not sep or node is None:
+            problems.append(f"{where}: expected '<node>/<step name or index>' naming a node of this graph")
+            continue
+        index = next((i for i, s in enumerate(node.steps) if s.name == step_key), None)
+        if index is None and step_key.isdigit() and int(step_key) < len(node.steps):
+            index = int(step_key)
+        if index is None:
+            problems.append(f"{where}: node {node_name!r} has no step named {step_key!r}")
+            continue
+        step_ext[(node_name, index)] = ext
+        sequence = node.router_type is RouterType.SEQUENCE
+        if ext.v2_outputs_to_inputs and not sequence:
+            problems.append(f"{where}: v2OutputsToInputs needs a previous step (a Sequence node)")
+        if ext.request is None:
+            continue
+        try:
+            template = Template(ext.request)
+        except ValueError as exc:
+            problems.append(f"{where}: request: {exc}")
+            continue
+        templates[(node_name, index)] = template
+        if template.uses_response and (not sequence or index == 0):
+            problems.append(f"{where}: request: $response needs a previous step in a Sequence")
+        earlier = {s.name for s in node.steps[:index] if s.name} if sequence else set()
+        for missing in sorted(template.step_names - earlier):
+            problems.append(
+                f"{where}: request: $steps.{missing} is not an earlier named step of Sequence {node_name!r}"
+            )
+    return problems
+
+
 def _build_node(
-    name: str, graph: InferenceGraph, services: Mapping[str, str], built: dict[str, NodePlan]
+    name: str,
+    graph: InferenceGraph,
+    services: Mapping[str, str],
+    built: dict[str, NodePlan],
+    step_ext: Mapping[tuple[str, int], StepExtension],
+    templates: Mapping[tuple[str, int], Template],
 ) -> NodePlan:
     if name in built:
         return built[name]
     node: InferenceRouter = graph.spec.nodes[name]
     steps = []
+    keep: set[str] = set()
     for i, step in enumerate(node.steps):
-        child = _build_node(step.node_name, graph, services, built) if step.node_name else None
+        child = (
+            _build_node(step.node_name, graph, services, built, step_ext, templates) if step.node_name else None
+        )
+        ext = step_ext.get((name, i))
+        template = templates.get((name, i))
+        if template is not None:
+            keep |= template.step_names
+        v2 = ext.v2_outputs_to_inputs if ext is not None else False
         url = None
         if child is None:
             url = services.get(step.service_name or "") or step.service_url
@@ -152,6 +227,10 @@ def _build_node(
                 url=url,
                 service_name=step.service_name,
                 node=child,
+                template=template,
+                v2_rename=(v2.rename if not isinstance(v2, bool) else {}) if v2 else None,
+                v2_only=v2.only if not isinstance(v2, bool) else None,
+                policy=ext.policy if ext is not None else None,
             )
         )
     bounds: list[int] = []
@@ -159,6 +238,12 @@ def _build_node(
     for s in steps:
         total += s.weight
         bounds.append(total)
-    plan = NodePlan(name=name, kind=node.router_type, steps=tuple(steps), weight_bounds=tuple(bounds))
+    plan = NodePlan(
+        name=name,
+        kind=node.router_type,
+        steps=tuple(steps),
+        weight_bounds=tuple(bounds),
+        keep_answers=frozenset(keep),
+    )
     built[name] = plan
     return plan

@@ -1,0 +1,100 @@
+"""graph_router's extensions to KServe's graph, and where they live.
+
+A cluster with KServe's CRD installed prunes spec fields its schema does not know, so
+extensions live in one annotation of the InferenceGraph, ``graph-router.io/extensions``,
+whose value is a YAML (or JSON) document. Annotations survive pruning, travel with the
+resource through ``kubectl apply`` and GitOps, and read the same in local files::
+
+    metadata:
+      annotations:
+        graph-router.io/extensions: |
+          deadlineSeconds: 30          # one deadline for the whole request
+          steps:
+            root/generate:             # <node>/<step name or index>
+              request: {...}           # a JSON template for the step's request
+              v2OutputsToInputs: true  # Open Inference Protocol outputs -> inputs
+              policy: {timeoutSeconds: 20, retries: 2}
+
+KServe's own router ignores the annotation, so a graph with extensions still deploys
+there (without them). Mistakes are reported with the annotation and field named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import GraphError
+from .spec import InferenceGraph
+
+ANNOTATION = "graph-router.io/extensions"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+
+class V2Mapping(_Strict):
+    """Open Inference Protocol: the previous answer's ``outputs`` become ``inputs``."""
+
+    rename: dict[str, str] = Field(default_factory=dict, description="output name -> input name")
+    only: list[str] | None = Field(default=None, description="keep only these outputs (by output name)")
+
+
+class StepPolicy(_Strict):
+    """How one step is called: its own timeout, and retries for steps safe to repeat.
+
+    retries apply only on a transport error or a status in ``retryOn``; each waits
+    ``backoffSeconds * 2**attempt`` (capped at ``maxBackoffSeconds``) with full jitter,
+    and never past the request's deadline.
+    """
+
+    timeout_seconds: float | None = Field(default=None, alias="timeoutSeconds", gt=0)
+    retries: int = Field(default=0, ge=0, le=10)
+    retry_on: list[int] = Field(default_factory=lambda: [502, 503, 504], alias="retryOn")
+    backoff_seconds: float = Field(default=0.05, alias="backoffSeconds", ge=0)
+    max_backoff_seconds: float = Field(default=2.0, alias="maxBackoffSeconds", ge=0)
+
+
+class StepExtension(_Strict):
+    """Everything graph_router adds to one step."""
+
+    request: Any = None
+    v2_outputs_to_inputs: bool | V2Mapping = Field(default=False, alias="v2OutputsToInputs")
+    policy: StepPolicy | None = None
+
+
+class GraphExtensions(_Strict):
+    """The annotation's document."""
+
+    deadline_seconds: float | None = Field(default=None, alias="deadlineSeconds", gt=0)
+    steps: dict[str, StepExtension] = Field(default_factory=dict)
+
+
+def read_extensions(graph: InferenceGraph) -> GraphExtensions:
+    """The graph's extensions (empty when it has none); GraphError names what is wrong."""
+    text = graph.metadata.annotations.get(ANNOTATION)
+    if text is None or not text.strip():
+        return GraphExtensions()
+    where = f"annotation {ANNOTATION}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise GraphError(f"{where}{line}: not valid YAML/JSON: {getattr(exc, 'problem', exc)}") from exc
+    if data is None:
+        return GraphExtensions()
+    if not isinstance(data, dict):
+        raise GraphError(f"{where}: expected a mapping with 'steps' and/or 'deadlineSeconds'")
+    try:
+        return GraphExtensions.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{where}: {field}: {err['msg']}")
+        raise GraphError("\n".join(problems)) from exc
