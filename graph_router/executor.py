@@ -68,7 +68,9 @@ class Executor:
     def __init__(self, client: UpstreamClient, rng: random.Random | None = None) -> None:
         self._client = client
         self._rng = rng or random.Random()
-        self._kinds: dict[RouterType, Callable[[NodePlan, bytes, RequestContext], Awaitable[StepResponse]]] = {
+        self._kinds: dict[
+            RouterType, Callable[[NodePlan, bytes, RequestContext, bool], Awaitable[StepResponse]]
+        ] = {
             RouterType.SEQUENCE: self._sequence,
             RouterType.SWITCH: self._switch,
             RouterType.ENSEMBLE: self._ensemble,
@@ -89,28 +91,31 @@ class Executor:
         ctx = RequestContext(
             headers=headers, step_timeout=plan.timeouts.service_client, explain=explain, request_body=body
         )
-        return await self._node(plan.root, body, ctx)
+        return await self._node(plan.root, body, ctx, True)
 
-    async def _node(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+    async def _node(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> StepResponse:
+        """Run a node; ``tail``: its answer is the graph's answer, so it may stream."""
         if ctx.explain is not None:
             ctx.explain.append({"node": node.name, "kind": node.kind.value})
-        return await self._kinds[node.kind](node, body, ctx)
+        return await self._kinds[node.kind](node, body, ctx, tail)
 
-    async def _step(self, node: NodePlan, step: StepPlan, body: bytes, ctx: RequestContext) -> StepResponse:
+    async def _step(
+        self, node: NodePlan, step: StepPlan, body: bytes, ctx: RequestContext, tail: bool = False
+    ) -> StepResponse:
         if ctx.explain is None:
             if step.node is not None:
-                return await self._node(step.node, body, ctx)
+                return await self._node(step.node, body, ctx, tail)
             assert step.url is not None
-            return await self._client.call(step.url, body, ctx.headers, ctx.step_timeout)
+            return await self._client.call(step.url, body, ctx.headers, ctx.step_timeout, stream=tail)
         entry: dict[str, object] = {"node": node.name, "step": step.label, "target": step.target}
         ctx.explain.append(entry)
         started = time.perf_counter()
         try:
             if step.node is not None:
-                result = await self._node(step.node, body, ctx)
+                result = await self._node(step.node, body, ctx, tail)
             else:
                 assert step.url is not None
-                result = await self._client.call(step.url, body, ctx.headers, ctx.step_timeout)
+                result = await self._client.call(step.url, body, ctx.headers, ctx.step_timeout, stream=tail)
         except RequestError as exc:
             entry["error"] = exc.cause
             raise
@@ -128,9 +133,8 @@ class Executor:
             )
         return matched
 
-    async def _sequence(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+    async def _sequence(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> StepResponse:
         response: bytes | None = None
-        status = 200
         named: dict[str, bytes] | None = {} if node.keep_answers else None
         for step in node.steps:
             request = response if step.use_response and response is not None else body
@@ -152,35 +156,38 @@ class Executor:
                     raise NodeFailure("invalid response")
                 if not self._condition(ctx, node, step, step.condition.exists(response)):
                     return StepResponse(200, response)
+            last = step.index == len(node.steps) - 1
             try:
-                result = await self._step(node, step, request, ctx)
+                result = await self._step(node, step, request, ctx, tail and last)
             except RequestError as exc:
                 raise _as_child_failure(exc) from exc
-            response, status = result.body, result.status
+            if last:
+                return result
+            response = result.body
             if named is not None and step.name in node.keep_answers:
                 named[step.name] = response
             if step.hard and not result.ok:
                 return result
-        assert response is not None
-        return StepResponse(status, response)
+        raise NodeFailure(f"node {node.name} has no steps")  # validation rejects such graphs
 
-    async def _switch(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+    async def _switch(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> StepResponse:
         if gjson.valid(body):
             for step in node.steps:
                 if step.condition is not None and self._condition(ctx, node, step, step.condition.exists(body)):
-                    return await self._step(node, step, _templated(step, body, ctx), ctx)
+                    return await self._step(node, step, _templated(step, body, ctx), ctx, tail)
         raise NoRouteMatched()
 
-    async def _splitter(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+    async def _splitter(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> StepResponse:
         draw = self._rng.randrange(100)
         for step, bound in zip(node.steps, node.weight_bounds, strict=True):
             if draw < bound:
                 if ctx.explain is not None:
                     ctx.explain.append({"node": node.name, "draw": draw, "step": step.label})
-                return await self._step(node, step, _templated(step, body, ctx), ctx)
+                return await self._step(node, step, _templated(step, body, ctx), ctx, tail)
         raise NodeFailure("no route was selected by the splitter")
 
-    async def _ensemble(self, node: NodePlan, body: bytes, ctx: RequestContext) -> StepResponse:
+    async def _ensemble(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> StepResponse:
+        """Members never stream: their answers are merged into one object."""
         bodies = [_templated(s, body, ctx) for s in node.steps]
         try:
             async with asyncio.TaskGroup() as group:

@@ -64,11 +64,17 @@ class ResponseTooLarge(ClientError):
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Status, body and the two headers the router cares about."""
+    """Status, body and the header the router cares about.
+
+    ``stream`` is set (and ``body`` empty) when a streaming answer was asked for and the
+    service sent one (``text/event-stream``, or a chunked body): iterate it for the body
+    as it arrives. Leaving it early closes the connection.
+    """
 
     status: int
     body: bytes
     content_type: str | None
+    stream: BodyStream | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Answer] | None = None
         self._got_bytes = False
         self._reused = False
+        self._want_stream = False
+        self._stream: BodyStream | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -123,6 +131,7 @@ class _Connection(asyncio.Protocol):
         self._content_type: str | None = None
         self._encoding: bytes | None = None
         self._framed = False
+        self._chunked = False
         self._done = False
 
     # asyncio.Protocol
@@ -141,6 +150,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._stream is not None and not self._done:
+            if not self._framed:
+                self.on_message_complete()
+            else:
+                self._stream.fail(ConnectionClosed("the service closed the connection in the middle of its answer"))
+            return
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
@@ -163,15 +178,29 @@ class _Connection(asyncio.Protocol):
             self._content_type = value.decode("latin-1")
         elif lname == b"content-encoding":
             self._encoding = value.strip().lower()
-        elif lname == b"content-length" or (lname == b"transfer-encoding" and b"chunked" in value.lower()):
+        elif lname == b"content-length":
             self._framed = True
+        elif lname == b"transfer-encoding" and b"chunked" in value.lower():
+            self._framed = self._chunked = True
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
         if self._status < 200 or self._status in (204, 304):
             self._framed = True
+            return
+        if self._want_stream and (
+            self._chunked or (self._content_type or "").startswith("text/event-stream")
+        ):
+            waiter = self._waiter
+            self._waiter = None
+            self._stream = BodyStream(self, self._encoding)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(Answer(self._status, b"", self._content_type, self._stream))
 
     def on_body(self, body: bytes) -> None:
+        if self._stream is not None:
+            self._stream.push(body)
+            return
         self._size += len(body)
         if self._size > self._max_body:
             self._fail(ResponseTooLarge(f"the answer is over the {self._max_body}-byte limit"))
@@ -182,6 +211,13 @@ class _Connection(asyncio.Protocol):
         if self._status < 200:  # 1xx interim answer: the real one follows
             return
         self._done = True
+        if self._stream is not None:
+            try:
+                self.reusable = self._parser.should_keep_alive() and not self.closed
+            except httptools.HttpParserError:
+                self.reusable = False
+            self._stream.finish()
+            return
         waiter = self._waiter
         self._waiter = None
         if waiter is None or waiter.done():
@@ -204,6 +240,8 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: ClientError) -> None:
         self.reusable = False
+        if self._stream is not None:
+            self._stream.fail(exc)
         waiter = self._waiter
         self._waiter = None
         if waiter is not None and not waiter.done():
@@ -211,12 +249,14 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def send(self, data: bytes, reused: bool) -> asyncio.Future[Answer]:
-        """Write one request; the future resolves with the answer."""
+    def send(self, data: bytes, reused: bool, stream: bool = False) -> asyncio.Future[Answer]:
+        """Write one request; the future resolves with the answer (or its head, when streaming)."""
         assert self.transport is not None
         self.reusable = False
         self._got_bytes = False
         self._reused = reused
+        self._want_stream = stream
+        self._stream = None
         self._waiter = self._pool.loop.create_future()
         self.transport.write(data)
         return self._waiter
@@ -225,6 +265,101 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         if self.transport is not None:
             self.transport.close()
+
+
+class BodyStream:
+    """A streaming answer's body: chunks queue up here until the consumer takes them.
+
+    Reading from the service pauses while more than ``_HIGH_WATER`` chunks wait, so a
+    slow client slows the service down instead of growing memory.
+    """
+
+    _HIGH_WATER = 64
+
+    def __init__(self, conn: _Connection, encoding: bytes | None) -> None:
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self._done = False
+        self._error: ClientError | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._paused = False
+        self._released = False
+        self._inflate = (
+            zlib.decompressobj(47 if encoding != b"deflate" else 15)
+            if encoding in (b"gzip", b"x-gzip", b"deflate")
+            else None
+        )
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def push(self, chunk: bytes) -> None:
+        if self._inflate is not None:
+            try:
+                chunk = self._inflate.decompress(chunk)
+            except zlib.error:
+                self._conn._fail(MalformedResponse("the answer's compressed body is corrupt"))
+                return
+        self._chunks.append(chunk)
+        if len(self._chunks) > self._HIGH_WATER and not self._paused and self._conn.transport is not None:
+            self._paused = True
+            self._conn.transport.pause_reading()
+        self._wake()
+
+    def finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def fail(self, exc: ClientError) -> None:
+        if not self._done:
+            self._error = exc
+            self._done = True
+        self._wake()
+
+    # An async iterator (not a generator) so that ``aclose`` releases the connection
+    # even when nobody ever started reading.
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                if self._paused and len(self._chunks) < self._HIGH_WATER // 2 and conn.transport is not None:
+                    self._paused = False
+                    conn.transport.resume_reading()
+                if chunk:
+                    return chunk
+                continue
+            if self._done:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    self._release(complete=False)
+                    raise error
+                self._release(complete=True)
+                raise StopAsyncIteration
+            self._wakeup = conn._pool.loop.create_future()
+            try:
+                await self._wakeup
+            except BaseException:
+                self._release(complete=False)
+                raise
+
+    async def aclose(self) -> None:
+        """Stop reading: the connection is closed unless the answer had ended."""
+        self._release(complete=self._done and self._error is None and not self._chunks)
+
+    def _release(self, complete: bool) -> None:
+        if self._released:
+            return
+        self._released = True
+        conn = self._conn
+        if not complete:
+            conn.reusable = False
+        conn._stream = None
+        conn._pool.release(conn)
 
 
 class _HostPool:
@@ -377,28 +512,40 @@ class HTTPClient:
         return b"".join(parts)
 
     async def post(
-        self, url: str, headers: Any, body: bytes, *, fresh: bool = False, timeout: float | None = None
+        self,
+        url: str,
+        headers: Any,
+        body: bytes,
+        *,
+        fresh: bool = False,
+        timeout: float | None = None,
+        stream: bool = False,
     ) -> Answer:
-        """POST ``body``; raises ClientError subclasses, TimeoutError, ValueError (bad URL)."""
+        """POST ``body``; raises ClientError subclasses, TimeoutError, ValueError (bad URL).
+
+        ``stream``: answer as soon as the head arrives when the service streams; the
+        timeout then bounds the wait for the head, not the whole body.
+        """
         target = self.target(url)
         pool = self._pools.get(target.key)
         if pool is None:
             pool = self._pools[target.key] = _HostPool(self, target)
         data = self.build_request(target, headers, body)
         if timeout is None:
-            return await self._exchange(pool, data, fresh)
+            return await self._exchange(pool, data, fresh, stream)
         async with asyncio.timeout(timeout):
-            return await self._exchange(pool, data, fresh)
+            return await self._exchange(pool, data, fresh, stream)
 
-    async def _exchange(self, pool: _HostPool, data: bytes, fresh: bool) -> Answer:
+    async def _exchange(self, pool: _HostPool, data: bytes, fresh: bool, stream: bool) -> Answer:
         conn, reused = await pool.acquire(fresh)
         try:
-            answer = await conn.send(data, reused)
+            answer = await conn.send(data, reused, stream)
         except BaseException:
             conn.reusable = False
             pool.release(conn)
             raise
-        pool.release(conn)
+        if answer.stream is None:
+            pool.release(conn)  # a stream gives its connection back when it ends
         return answer
 
     async def close(self) -> None:

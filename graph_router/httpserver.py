@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 import orjson
@@ -68,12 +68,20 @@ class Response:
     headers: list[tuple[str, str]] | None = None
 
 
+class ChunkSource(Protocol):
+    """What a streaming answer reads from; ``aclose`` is called however the answer ends."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(slots=True)
 class StreamingResponse:
-    """An answer sent as it is produced (chunked); headers go out with the first chunk."""
+    """An answer sent as it is produced (chunked transfer encoding)."""
 
     status: int
-    chunks: AsyncIterator[bytes]
+    chunks: ChunkSource
     content_type: str | None = None
     headers: list[tuple[str, str]] | None = None
 
@@ -377,6 +385,8 @@ class ServerConnection(asyncio.Protocol):
                 finally:
                     self.handler_deadline = _NEVER
                 if self._closed:
+                    if isinstance(answer, StreamingResponse):
+                        await answer.chunks.aclose()
                     return
                 last = last or (self._closing and not self._queue)
                 if isinstance(answer, StreamingResponse):
@@ -418,21 +428,25 @@ class ServerConnection(asyncio.Protocol):
         parts = self._head(answer.status, answer.content_type, answer.headers, last)
         parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         self.transport.write(b"".join(parts))
-        if head_only:
-            self.transport.write(b"0\r\n\r\n")
-            return
         try:
+            if head_only:
+                self.transport.write(b"0\r\n\r\n")
+                return
             async for chunk in answer.chunks:
-                if chunk and not self._closed:
+                if self._closed:
+                    return
+                if chunk:
                     self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                     await self.drain()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("streaming answer failed")
+        except Exception as exc:
+            logger.warning("streamed answer ended early: %s", exc)
             self._closing = True
             self._close()  # without the terminating chunk, the client sees a cut stream
             return
+        finally:
+            await answer.chunks.aclose()
         if not self._closed:
             self.transport.write(b"0\r\n\r\n")
 

@@ -25,7 +25,7 @@ from .headers import HeaderPropagator
 from .httpserver import HTTPServer, Request, Response, ServerLimits, StreamingResponse
 from .plan import GraphPlan, Timeouts
 from .settings import ServerSettings
-from .upstream import UpstreamClient
+from .upstream import StepStream, UpstreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,44 @@ def _content_type(body: bytes) -> str:
         return "text/plain; charset=utf-8"
     except UnicodeDecodeError:
         return "application/octet-stream"
+
+
+class _Relay:
+    """A step's streamed answer, passed on as it arrives.
+
+    A failure after the first byte cannot change the status any more: an event stream
+    ends with an SSE ``event: error`` carrying the usual error body; other bodies are
+    cut (the client sees an incomplete chunked answer). ``aclose`` closes the step's
+    connection even if the relay never started (the client left first).
+    """
+
+    def __init__(self, stream: StepStream, content_type: str | None, graph: str) -> None:
+        self._stream = stream
+        self._sse = (content_type or "").startswith("text/event-stream")
+        self._graph = graph
+        self._ended = False
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._ended:
+            raise StopAsyncIteration
+        try:
+            return await self._stream.__anext__()
+        except StopAsyncIteration:
+            self._ended = True
+            raise
+        except RequestError as exc:
+            self._ended = True
+            logger.warning("graph %s: streamed answer failed: %s", self._graph, exc.cause)
+            if self._sse:
+                return b"event: error\ndata: " + orjson.dumps({"error": GRAPH_FAILED, "cause": exc.cause}) + b"\n\n"
+            raise
+
+    async def aclose(self) -> None:
+        self._ended = True
+        await self._stream.aclose()
 
 
 class Router:
@@ -104,6 +142,13 @@ class Router:
         except RequestError as exc:
             logger.warning("graph %s failed: %s", plan.name, exc.cause)
             return _error_response(exc.status, exc.cause)
+        if result.stream is not None:
+            return StreamingResponse(
+                result.status,
+                _Relay(result.stream, result.content_type, plan.name),
+                result.content_type or "application/octet-stream",
+                [("Cache-Control", "no-cache")],
+            )
         return Response(result.status, result.body, _content_type(result.body))
 
     def _readyz(self) -> Response:

@@ -23,11 +23,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class StepResponse:
-    """What a step answered: status and body bytes."""
+    """What a step answered: status and body bytes, or a body still streaming in."""
 
     status: int
     body: bytes
     content_type: str | None = None
+    stream: StepStream | None = None
 
     @property
     def ok(self) -> bool:
@@ -97,12 +98,19 @@ class UpstreamClient:
         return found
 
     async def call(
-        self, url: str, body: bytes, headers: CIMultiDict[str], timeout: float | None
+        self,
+        url: str,
+        body: bytes,
+        headers: CIMultiDict[str],
+        timeout: float | None,
+        *,
+        stream: bool = False,
     ) -> StepResponse:
         """POST ``body`` to ``url``; raise UpstreamError when no usable answer arrives.
 
         A kept-alive connection that the service had closed before any byte of the answer
-        arrived is retried once, on a new connection.
+        arrived is retried once, on a new connection. With ``stream``, an answer the
+        service streams is returned at its first byte, its body in ``stream``.
         """
         http = self._http
         if http is None:
@@ -111,14 +119,37 @@ class UpstreamClient:
             url = "http://" + url[len("https://") :]
         try:
             try:
-                answer = await http.post(url, headers, body, timeout=timeout)
+                answer = await http.post(url, headers, body, timeout=timeout, stream=stream)
             except httpclient.StaleConnection:
                 logger.debug("kept-alive connection to %s was closed; retrying once", url)
-                answer = await http.post(url, headers, body, fresh=True, timeout=timeout)
+                answer = await http.post(url, headers, body, fresh=True, timeout=timeout, stream=stream)
         except TimeoutError as exc:
             raise UpstreamError(f"step call to {url} timed out after {timeout:g}s") from exc
         except ValueError as exc:
             raise UpstreamError(f"step URL {url!r} is not a valid URL") from exc
         except httpclient.ClientError as exc:
             raise UpstreamError(f"step call to {url} failed: {exc}") from exc
+        if answer.stream is not None:
+            return StepResponse(answer.status, b"", answer.content_type, StepStream(answer.stream, url))
         return StepResponse(answer.status, answer.body, answer.content_type)
+
+
+class StepStream:
+    """A step's answer body as it arrives; transport errors become UpstreamError here."""
+
+    def __init__(self, body: httpclient.BodyStream, url: str) -> None:
+        self._body = body
+        self._url = url
+
+    def __aiter__(self) -> StepStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._body.__anext__()
+        except httpclient.ClientError as exc:
+            raise UpstreamError(f"step call to {self._url} failed mid-answer: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Stop reading (a client that left): the connection to the service is closed."""
+        await self._body.aclose()

@@ -1,0 +1,147 @@
+"""Streaming answers: incremental delivery, client disconnect, failures before and after the first byte."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from conftest import echo
+
+
+def sse_service(events: int, gap: float, log: dict[str, Any], *, die_after: int | None = None) -> Any:
+    """A stand-in LLM that streams ``events`` SSE events ``gap`` seconds apart."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        try:
+            for i in range(events):
+                if die_after is not None and i == die_after:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return resp
+                await resp.write(f"data: {{\"i\": {i}}}\n\n".encode())
+                log.setdefault("sent_at", []).append(loop.time())
+                await asyncio.sleep(gap)
+            await resp.write(b"data: [DONE]\n\n")
+            log["finished"] = True
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError, asyncio.CancelledError):
+            log["disconnected_at"] = loop.time()
+            raise
+        return resp
+
+    return handler
+
+
+def llm_graph(prefix_url: str, llm_url: str) -> dict[str, Any]:
+    return {"nodes": {"root": {"routerType": "Sequence", "steps": [
+        {"name": "prep", "serviceUrl": prefix_url},
+        {"name": "llm", "serviceUrl": llm_url, "data": "$response"}]}}}
+
+
+async def test_events_arrive_incrementally_and_in_order(start_service: Any, start_router: Any) -> None:
+    """The last step's event stream reaches the client as it is produced, every event intact and in order."""
+    log: dict[str, Any] = {}
+    prep = await start_service({"/p": echo})
+    llm = await start_service({"/l": sse_service(5, 0.2, log)})
+    router = await start_router(llm_graph(prep.url("/p"), llm.url("/l")))
+    loop = asyncio.get_running_loop()
+    received: list[tuple[float, bytes]] = []
+    async with router.session.post(router.url, data=b'{"q": 1}') as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        buffer = b""
+        async for chunk in resp.content.iter_any():
+            buffer += chunk
+            while b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                received.append((loop.time(), event))
+    assert [e for _, e in received] == [f'data: {{"i": {i}}}'.encode() for i in range(5)] + [b"data: [DONE]"]
+    first_at = received[0][0]
+    assert first_at < log["sent_at"][-1], "the first event must arrive before the last one is produced"
+    assert llm.received[0].body == b'{"q": 1}'
+
+
+async def test_client_disconnect_cancels_upstream_stream(start_service: Any, start_router: Any) -> None:
+    """A client that leaves mid-stream makes the router drop the stream from the service."""
+    log: dict[str, Any] = {}
+    prep = await start_service({"/p": echo})
+    llm = await start_service({"/l": sse_service(100, 0.05, log)})
+    router = await start_router(llm_graph(prep.url("/p"), llm.url("/l")))
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(router.url, data=b"{}")
+        await resp.content.readuntil(b"\n\n")
+        resp.close()
+    for _ in range(60):
+        if "disconnected_at" in log:
+            break
+        await asyncio.sleep(0.05)
+    assert "disconnected_at" in log
+    assert "finished" not in log
+
+
+async def test_failure_after_first_byte_ends_with_sse_error(start_service: Any, start_router: Any) -> None:
+    """A service that dies mid-stream: the client gets the events so far, then an SSE error event."""
+    log: dict[str, Any] = {}
+    prep = await start_service({"/p": echo})
+    llm = await start_service({"/l": sse_service(5, 0.05, log, die_after=2)})
+    router = await start_router(llm_graph(prep.url("/p"), llm.url("/l")))
+    status, body, headers = await router.post({"q": 1})
+    assert status == 200
+    assert headers["Content-Type"] == "text/event-stream"
+    events = body.strip().split(b"\n\n")
+    assert events[:2] == [b'data: {"i": 0}', b'data: {"i": 1}']
+    assert events[2].startswith(b"event: error\ndata: ")
+    error = orjson.loads(events[2].split(b"data: ", 1)[1])
+    assert error["error"] == "Failed to process request"
+    assert "mid-answer" in error["cause"]
+
+
+async def test_failure_before_first_byte_is_ordinary_error(start_service: Any, start_router: Any) -> None:
+    """A streaming step that fails before answering gives the usual error status and JSON body."""
+    prep = await start_service({"/p": echo})
+    llm = await start_service({"/l": (503, {"error": "overloaded"})})
+    router = await start_router(llm_graph(prep.url("/p"), llm.url("/l")))
+    status, body, headers = await router.post({"q": 1})
+    assert (status, orjson.loads(body)) == (503, {"error": "overloaded"})
+    assert headers["Content-Type"] == "application/json"
+
+
+async def test_streaming_step_that_is_not_last_is_buffered(start_service: Any, start_router: Any) -> None:
+    """A step whose answer feeds another step is read whole before the next step runs."""
+    log: dict[str, Any] = {}
+    first = await start_service({"/s": sse_service(3, 0.01, log)})
+    last = await start_service({"/e": echo})
+    router = await start_router({"nodes": {"root": {"routerType": "Sequence", "steps": [
+        {"serviceUrl": first.url("/s")}, {"serviceUrl": last.url("/e"), "data": "$response"}]}}})
+    status, body, headers = await router.post({})
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert last.received[0].body == b'data: {"i": 0}\n\ndata: {"i": 1}\n\ndata: {"i": 2}\n\ndata: [DONE]\n\n'
+    assert body == last.received[0].body
+
+
+async def test_chunked_json_answer_streams_through_switch(start_service: Any, start_router: Any) -> None:
+    """A chunked (non-SSE) answer from a Switch's chosen step is passed through as it arrives."""
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for part in (b'{"a":', b' [1, 2', b"]}"):
+            await resp.write(part)
+            await asyncio.sleep(0.02)
+        return resp
+
+    svc = await start_service({"/c": chunked})
+    router = await start_router({"nodes": {"root": {"routerType": "Switch", "steps": [
+        {"serviceUrl": svc.url("/c"), "condition": "x"}]}}})
+    status, body, headers = await router.post({"x": 1})
+    assert status == 200
+    assert orjson.loads(body) == {"a": [1, 2]}
+    assert headers["Content-Type"] == "application/json"
