@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--log-level"):
         args_list = ["serve", *args_list]
     args = build_parser().parse_args(args_list)
+    args.argv = [*args_list, "--log-level", log_level]  # for commands that start copies of themselves
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -11,6 +11,7 @@ from ..errors import GraphError
 from ..loader import load_graph_file, load_graph_json
 from ..plan import GraphPlan, compile_graph
 from ..settings import ServerSettings
+from ..workers import WORKER_FLAG, supervise
 
 
 def parse_services(pairs: list[str]) -> dict[str, str]:
@@ -43,6 +44,9 @@ def register(sub: Any) -> None:
     p.add_argument("--reload", action="store_true",
                    help="watch the graph file and swap in each new valid graph; until the file exists "
                         "and is valid, serve with /readyz 503 (for the controller sidecar)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="router processes sharing the port (SO_REUSEPORT); default 1")
+    p.add_argument(WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
@@ -58,6 +62,12 @@ def load_plan(args: argparse.Namespace) -> GraphPlan:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise GraphError("--workers must be at least 1")
+    if args.workers > 1 and not args.worker_process:
+        if not args.reload:
+            load_plan(args)  # a graph that cannot be served fails here, once, not in every worker
+        return supervise(args.argv, args.workers)
     reloader = None
     if args.reload:
         path = args.graph or args.graph_file
@@ -74,5 +84,12 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..server import serve
 
-    uvloop.run(serve(settings, plan, background=reloader.run if reloader is not None else None))
+    uvloop.run(
+        serve(
+            settings,
+            plan,
+            reuse_port=args.worker_process,
+            background=reloader.run if reloader is not None else None,
+        )
+    )
     return 0
