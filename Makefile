@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/graph-router demo
 
 test: $(STAMP)
+	bash scripts/install-test-tools.sh
 	$(BIN)/ruff check graph_router tests
 	$(BIN)/mypy graph_router
 	$(BIN)/pytest -q

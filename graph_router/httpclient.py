@@ -462,6 +462,7 @@ class HTTPClient:
         connect_timeout: float = 10.0,
         max_body: int = 256 * 1024 * 1024,
         user_agent: str = "graph-router",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.per_host = per_host
@@ -471,7 +472,7 @@ class HTTPClient:
         self._user_agent = f"User-Agent: {user_agent}\r\n".encode("latin-1")
         self._pools: dict[tuple[str, str, int], _HostPool] = {}
         self._targets: dict[str, Target] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # None: the system's trust store, made on first https use
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
