@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -173,14 +172,14 @@ class _Connection(asyncio.Protocol):
         self._reset()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname == b"content-type":
+        n = len(name)  # compare lengths first: most headers are none of these
+        if n == 12 and name.lower() == b"content-type":
             self._content_type = value.decode("latin-1")
-        elif lname == b"content-encoding":
-            self._encoding = value.strip().lower()
-        elif lname == b"content-length":
+        elif n == 14 and name.lower() == b"content-length":
             self._framed = True
-        elif lname == b"transfer-encoding" and b"chunked" in value.lower():
+        elif n == 16 and name.lower() == b"content-encoding":
+            self._encoding = value.strip().lower()
+        elif n == 17 and name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
             self._framed = self._chunked = True
 
     def on_headers_complete(self) -> None:
@@ -373,16 +372,23 @@ class _HostPool:
         self.open = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
 
+    def take_idle(self) -> _Connection | None:
+        """The most recently used idle connection still open, without awaiting."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and self.loop.time() - conn.idle_since < self.client.keepalive:
+                return conn
+            conn.close()
+            self.open -= 1
+        return None
+
     async def acquire(self, fresh: bool) -> tuple[_Connection, bool]:
         """A connection and whether it was reused from the pool."""
         if not fresh:
-            now = time.monotonic()
-            while self.idle:
-                conn = self.idle.pop()
-                if not conn.closed and now - conn.idle_since < self.client.keepalive:
-                    return conn, True
-                conn.close()
-                self.open -= 1
+            conn = self.take_idle()
+            if conn is not None:
+                return conn, True
         while self.open >= self.client.per_host:
             waiter = self.loop.create_future()
             self.waiters.append(waiter)
@@ -426,7 +432,7 @@ class _HostPool:
 
     def release(self, conn: _Connection) -> None:
         if conn.reusable and not conn.closed:
-            conn.idle_since = time.monotonic()
+            conn.idle_since = self.loop.time()
             self.idle.append(conn)
         else:
             conn.close()
@@ -538,7 +544,10 @@ class HTTPClient:
             return await self._exchange(pool, data, fresh, stream)
 
     async def _exchange(self, pool: _HostPool, data: bytes, fresh: bool, stream: bool) -> Answer:
-        conn, reused = await pool.acquire(fresh)
+        conn = None if fresh else pool.take_idle()
+        reused = conn is not None
+        if conn is None:
+            conn, reused = await pool.acquire(fresh)
         try:
             answer = await conn.send(data, reused, stream)
         except BaseException:

@@ -247,6 +247,8 @@ class ServerConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._rejected = False
+        self._declared_length = 0
+        self._expect_continue = False
 
     def data_received(self, data: bytes) -> None:
         if self._rejected or self._closed:
@@ -277,24 +279,24 @@ class ServerConnection(asyncio.Protocol):
                          f"the header block is over {self._server.limits.max_header_bytes} bytes")
             return
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # Only two headers matter before the body: compare lengths first, it is cheaper.
+        n = len(name)
+        if n == 14 and name.lower() == b"content-length":
+            self._declared_length = int(value) if value.isdigit() else -1
+        elif n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
 
     def on_headers_complete(self) -> None:
         if self._rejected:
             return
-        for k, v in self._headers:
-            lk = k.lower()
-            if lk == "content-length":
-                try:
-                    length = int(v)
-                except ValueError:
-                    length = -1
-                if length > self._server.limits.max_body_bytes:
-                    self._reject(413, "Request Entity Too Large",
-                                 f"request body of {length} bytes is over the "
-                                 f"{self._server.limits.max_body_bytes}-byte limit")
-                    return
-            elif lk == "expect" and v.lower() == "100-continue" and self.transport is not None:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        length = self._declared_length
+        if length > self._server.limits.max_body_bytes:
+            self._reject(413, "Request Entity Too Large",
+                         f"request body of {length} bytes is over the "
+                         f"{self._server.limits.max_body_bytes}-byte limit")
+            return
+        if self._expect_continue and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         if self._rejected:
@@ -309,17 +311,22 @@ class ServerConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._rejected:
             return
-        try:
-            parsed = httptools.parse_url(self._url)
-        except httptools.HttpParserInvalidURLError:
-            self._reject(400, "Bad Request", "the request target is not a valid URL")
-            return
+        url = self._url
+        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
+            path, query = url, b""  # the common case, without building a URL object
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._reject(400, "Bad Request", "the request target is not a valid URL")
+                return
+            path, query = parsed.path or b"/", parsed.query or b""
         keep_alive = self._parser.should_keep_alive()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = Request(
             method=self._parser.get_method().decode("latin-1"),
-            path=(parsed.path or b"/").decode("latin-1"),
-            query=(parsed.query or b"").decode("latin-1"),
+            path=path.decode("latin-1"),
+            query=query.decode("latin-1"),
             headers=self._headers,
             body=body,
             connection=self,
