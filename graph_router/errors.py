@@ -6,8 +6,13 @@
     └── RequestError            while serving: carries the HTTP status and a cause for the body
         ├── ClientRequestError      the client's request itself is wrong (413, 400)
         ├── NodeFailure             a node failed: KServe's ``{"error","cause"}`` answer
-        │   └── NoRouteMatched      a Switch found no matching condition (404)
-        └── UpstreamError           a step call got no usable answer (refused, reset, timeout)
+        │   ├── NoRouteMatched      a Switch found no matching condition (404)
+        │   └── UpstreamError       a step call got no usable answer (refused, reset, timeout)
+        ├── MappingError            a template reference selected nothing (400 / 502)
+        ├── CircuitOpen             a service failed repeatedly: calls fail fast for a while (503)
+        ├── DeadlineExceeded        the request's own deadline passed (504)
+        ├── AnswerTooLarge          a step's answer is over the size limit (502)
+        └── Overloaded              too many requests in flight in this process (503)
 
 Lower layers' exceptions (aiohttp, OS errors) are translated into these exactly once,
 in the module that calls the lower layer, with ``raise ... from exc``.
@@ -69,3 +74,30 @@ class NoRouteMatched(NodeFailure):
 
 class UpstreamError(NodeFailure):
     """A step call that got no usable answer: refused, reset, timed out, bad URL."""
+
+
+class CircuitOpen(RequestError):
+    """A service failed repeatedly; its calls fail fast until a probe succeeds.
+
+    Not a NodeFailure: parents keep the 503, so clients can tell it from a graph error.
+    """
+
+    status = 503
+
+
+class DeadlineExceeded(RequestError):
+    """The request's deadline (extensions' deadlineSeconds) passed."""
+
+    status = 504
+
+
+class Overloaded(RequestError):
+    """More requests in flight than this process accepts; the client should retry later."""
+
+    status = 503
+
+
+class AnswerTooLarge(RequestError):
+    """A step answered with more bytes than the router holds for one answer."""
+
+    status = 502

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 from multidict import CIMultiDict
@@ -21,6 +22,9 @@ from .mapping import v2_outputs_to_inputs
 from .plan import GraphPlan, NodePlan, StepPlan
 from .spec import RouterType
 from .upstream import StepResponse, UpstreamClient
+
+if TYPE_CHECKING:
+    from .telemetry import RequestProbe
 
 
 @dataclass(slots=True)
@@ -36,6 +40,8 @@ class RequestContext:
     step_timeout: float | None
     explain: list[dict[str, object]] | None = None
     request_body: bytes = b""  # the graph's original request, for $request in templates
+    probe: RequestProbe | None = None  # the server's metrics and spans; None outside the server
+    deadline: float | None = None  # loop time by which the whole request must be answered
 
 
 def map_predictions_to_instances(body: bytes) -> bytes:
@@ -83,13 +89,17 @@ class Executor:
         body: bytes,
         headers: CIMultiDict[str],
         explain: list[dict[str, object]] | None = None,
+        probe: RequestProbe | None = None,
+        deadline: float | None = None,
     ) -> StepResponse:
         """Run the graph from ``root``; raises RequestError when the graph fails.
 
-        Pass a list as ``explain`` to have the path taken recorded into it.
+        Pass a list as ``explain`` to have the path taken recorded into it, and a probe
+        to have every step reported to it (metrics, spans).
         """
         ctx = RequestContext(
-            headers=headers, step_timeout=plan.timeouts.service_client, explain=explain, request_body=body
+            headers=headers, step_timeout=plan.timeouts.service_client, explain=explain, request_body=body,
+            probe=probe, deadline=deadline,
         )
         return await self._node(plan.root, body, ctx, True)
 
@@ -97,32 +107,64 @@ class Executor:
         """Run a node; ``tail``: its answer is the graph's answer, so it may stream."""
         if ctx.explain is not None:
             ctx.explain.append({"node": node.name, "kind": node.kind.value})
+        probe = ctx.probe
+        if probe is not None and probe.tracer is not None:
+            return await probe.tracer.node(probe.graph, node, self._kinds[node.kind](node, body, ctx, tail))
         return await self._kinds[node.kind](node, body, ctx, tail)
 
     async def _step(
         self, node: NodePlan, step: StepPlan, body: bytes, ctx: RequestContext, tail: bool = False
     ) -> StepResponse:
-        if ctx.explain is None:
+        probe = ctx.probe
+        if ctx.explain is None and probe is None:
             if step.node is not None:
                 return await self._node(step.node, body, ctx, tail)
             assert step.url is not None
-            return await self._client.call(step.url, body, ctx.headers, ctx.step_timeout, stream=tail)
-        entry: dict[str, object] = {"node": node.name, "step": step.label, "target": step.target}
-        ctx.explain.append(entry)
+            return await self._call(step, step.url, body, ctx.headers, ctx, tail)
+        entry: dict[str, object] | None = None
+        if ctx.explain is not None:
+            entry = {"node": node.name, "step": step.label, "target": step.target}
+            ctx.explain.append(entry)
         started = time.perf_counter()
         try:
             if step.node is not None:
                 result = await self._node(step.node, body, ctx, tail)
             else:
-                assert step.url is not None
-                result = await self._client.call(step.url, body, ctx.headers, ctx.step_timeout, stream=tail)
-        except RequestError as exc:
-            entry["error"] = exc.cause
+                url = step.url
+                assert url is not None
+                if probe is None:
+                    result = await self._call(step, url, body, ctx.headers, ctx, tail)
+                else:
+                    probe.call_started(started)
+                    if probe.tracer is None:
+                        result = await self._call(step, url, body, ctx.headers, ctx, tail)
+                    else:
+                        result = await probe.tracer.call(
+                            probe.graph, node, step, ctx.headers,
+                            lambda headers: self._call(step, url, body, headers, ctx, tail),
+                        )
+        except (RequestError, asyncio.CancelledError) as exc:
+            if probe is not None:
+                probe.step_failed(node, step, exc, started)
+            if entry is not None:
+                if isinstance(exc, RequestError):
+                    entry["error"] = exc.cause
+                entry["ms"] = round((time.perf_counter() - started) * 1000, 3)
             raise
-        finally:
+        if probe is not None:
+            probe.step_done(node, step, result.status, started)
+        if entry is not None:
             entry["ms"] = round((time.perf_counter() - started) * 1000, 3)
-        entry["status"] = result.status
+            entry["status"] = result.status
         return result
+
+    def _call(
+        self, step: StepPlan, url: str, body: bytes, headers: CIMultiDict[str], ctx: RequestContext, tail: bool
+    ) -> Awaitable[StepResponse]:
+        """One service call with the step's policy and the request's deadline."""
+        return self._client.call(
+            url, body, headers, ctx.step_timeout, stream=tail, policy=step.policy, deadline=ctx.deadline
+        )
 
     @staticmethod
     def _condition(ctx: RequestContext, node: NodePlan, step: StepPlan, matched: bool) -> bool:

@@ -36,6 +36,8 @@ class PlanTarget(Protocol):
 
     def swap(self, plan: GraphPlan) -> None: ...
 
+    def reload_failed(self) -> None: ...
+
 
 class GraphFileReloader:
     """Loads ``path`` into plans; ``run(router)`` keeps the router on the file's latest valid graph.
@@ -68,11 +70,14 @@ class GraphFileReloader:
         logger.info("reloading %s every %.1fs", self.path, self.interval)
         while True:
             await asyncio.sleep(self.interval)
+            rejected = self.rejected
             try:
                 plan = await asyncio.to_thread(self._poll)
             except Exception:  # a bug must not end reloading for the life of the pod
                 logger.exception("%s: reload check failed; keeping the current graph", self.path)
                 continue
+            if self.rejected != rejected:
+                target.reload_failed()
             if plan is not None:
                 target.swap(plan)
                 self.swaps += 1

@@ -1,4 +1,4 @@
-"""The router's request handling: every path but /readyz runs the graph from ``root``.
+"""The router's request handling: every path but /readyz and GET /metrics runs the graph from ``root``.
 
 The request path takes the body as bytes, runs the current plan and writes the answer.
 Graph failures become KServe's ``{"error", "cause"}`` body in one place,
@@ -19,13 +19,14 @@ from typing import Any
 import orjson
 from multidict import CIMultiDict
 
-from .errors import RequestError
+from .errors import DeadlineExceeded, RequestError
 from .executor import Executor
 from .headers import HeaderPropagator
 from .httpserver import HTTPServer, Request, Response, ServerLimits, StreamingResponse
 from .plan import GraphPlan, Timeouts
 from .settings import ServerSettings
-from .upstream import StepStream, UpstreamClient
+from .telemetry import RequestProbe, Telemetry, WorkerGroup, tracer_from_env
+from .upstream import StepResponse, StepStream, UpstreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +96,17 @@ class Router:
     with, the next request takes the new one.
     """
 
-    def __init__(self, settings: ServerSettings, plan: GraphPlan | None, client: UpstreamClient) -> None:
+    def __init__(self, settings: ServerSettings, plan: GraphPlan | None, client: UpstreamClient,
+                 telemetry: Telemetry | None = None) -> None:
         self.settings = settings
+        self.telemetry = telemetry or Telemetry(explain=settings.explain_header)
         self._plan = plan
+        self._series = self.telemetry.bind(plan) if plan is not None else None
         self._client = client
         self._executor = Executor(client)
         self._propagator = HeaderPropagator(settings.propagate_headers)
         self.shutting_down = False
+        self._in_flight = 0
         self.http_server: HTTPServer | None = None
 
     @property
@@ -110,9 +115,15 @@ class Router:
 
     def swap(self, plan: GraphPlan) -> None:
         """Serve ``plan`` from the next request on (its routerTimeouts included)."""
+        self._series = self.telemetry.bind(plan)
         self._plan = plan
+        self.telemetry.metrics.reloads += 1
         if self.http_server is not None:
             self.http_server.limits = self.limits()
+
+    def reload_failed(self) -> None:
+        """A new graph was rejected; the current one keeps serving (counted for /metrics)."""
+        self.telemetry.metrics.reload_failures += 1
 
     @property
     def timeouts(self) -> Timeouts:
@@ -129,27 +140,58 @@ class Router:
         )
 
     async def handle(self, request: Request) -> Response | StreamingResponse:
-        if request.path == "/readyz":
+        path = request.path
+        if path == "/readyz":
             return self._readyz()
-        plan = self._plan
-        if plan is None:
+        if path == "/metrics" and request.method in ("GET", "HEAD"):
+            return await self.telemetry.scrape()
+        plan, series = self._plan, self._series
+        if plan is None or series is None:
             return _error_response(503, "no graph is loaded yet", error="Service Unavailable")
+        probe = self.telemetry.begin(plan, series, request)
+        if self._in_flight >= self.settings.max_in_flight:
+            # Shed load at once rather than queue without bound; the client may retry.
+            answer = _error_response(503, f"more than {self.settings.max_in_flight} requests in flight",
+                                     error="Service Unavailable")
+            answer.headers = [("Retry-After", "1")]
+            return probe.end(answer, "overloaded")
         headers: CIMultiDict[str] = self._propagator.select(request.headers)
         # serverWrite is enforced by the HTTP server: past it the connection is closed
         # and this handler cancelled, as Go's WriteTimeout cuts KServe's answer off.
+        self._in_flight += 1
         try:
-            result = await self._executor.run(plan, request.body, headers)
+            if plan.deadline is None:
+                result = await self._executor.run(plan, request.body, headers, probe.explain, probe)
+            else:
+                result = await self._run_with_deadline(plan, request.body, headers, probe)
         except RequestError as exc:
-            logger.warning("graph %s failed: %s", plan.name, exc.cause)
-            return _error_response(exc.status, exc.cause)
+            return probe.end(_error_response(exc.status, exc.cause), exc.cause)
+        except BaseException as exc:
+            probe.abandon(exc)
+            raise
+        finally:
+            self._in_flight -= 1
         if result.stream is not None:
-            return StreamingResponse(
+            return probe.end(StreamingResponse(
                 result.status,
                 _Relay(result.stream, result.content_type, plan.name),
                 result.content_type or "application/octet-stream",
                 [("Cache-Control", "no-cache")],
-            )
-        return Response(result.status, result.body, _content_type(result.body))
+            ))
+        return probe.end(Response(result.status, result.body, _content_type(result.body)))
+
+    async def _run_with_deadline(
+        self, plan: GraphPlan, body: bytes, headers: CIMultiDict[str], probe: RequestProbe
+    ) -> StepResponse:
+        """The graph under the extensions' deadlineSeconds: 504 when it passes."""
+        assert plan.deadline is not None
+        deadline = asyncio.get_running_loop().time() + plan.deadline
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._executor.run(plan, body, headers, probe.explain, probe, deadline)
+        except TimeoutError:
+            # Step timeouts arrive as UpstreamError: a TimeoutError here is the deadline's.
+            raise DeadlineExceeded(f"the request outlived its deadline of {plan.deadline:g}s") from None
 
     def _readyz(self) -> Response:
         if self.shutting_down:
@@ -173,15 +215,19 @@ async def serve(
     *,
     reuse_port: bool = False,
     background: Callable[[Router], Coroutine[Any, Any, None]] | None = None,
+    workers: WorkerGroup | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain as KServe does and return.
 
     ``background``, when given, runs beside the server with the Router (the graph file
-    reloader) and is cancelled at shutdown.
+    reloader) and is cancelled at shutdown. ``workers``: this process's place among
+    ``--workers`` siblings, whose metrics every scrape then adds up.
     """
     client = UpstreamClient(settings.upstream)
     await client.start()
-    router = Router(settings, plan, client)
+    telemetry = Telemetry(tracer=tracer_from_env(), workers=workers, explain=settings.explain_header)
+    await telemetry.start()
+    router = Router(settings, plan, client, telemetry)
     server = await start_server(router, settings.host, settings.port, reuse_port=reuse_port)
     # Everything loaded so far lives for the whole process: keep the collector off it,
     # and collect the young generation less often (requests allocate short-lived objects).
@@ -208,4 +254,5 @@ async def serve(
                 await side_task
         await server.shutdown(settings.shutdown_timeout)
         await client.close()
+        await telemetry.close()
         logger.info("graph-router stopped")

@@ -23,6 +23,10 @@ class ServerSettings:
     max_body_bytes: request bodies above this get 413; KServe has no limit, but an
     unbounded body is a memory exhaustion vector.
     propagate_headers: the raw ``PROPAGATE_HEADERS`` value (None: unset).
+    max_in_flight: graph requests one process runs at once; past it, 503 with
+    Retry-After at once (a bounded queue is the kernel's accept backlog, not memory).
+    explain_header: whether a request may ask for ``X-Graph-Explain`` (the path taken,
+    service URLs included); on by default for debugging, off where clients are untrusted.
     """
 
     host: str = "0.0.0.0"
@@ -30,7 +34,9 @@ class ServerSettings:
     drain_seconds: float = 30.0
     shutdown_timeout: float = 60.0
     max_body_bytes: int = 64 * 1024 * 1024
+    max_in_flight: int = 4096
     propagate_headers: str | None = None
+    explain_header: bool = True
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
 
     @classmethod

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
 
 from . import httpclient
-from .errors import UpstreamError
+from .breaker import BREAKING_STATUSES, CircuitBreakers
+from .errors import AnswerTooLarge, CircuitOpen, DeadlineExceeded, UpstreamError
+from .extensions import StepPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,18 @@ class StepResponse:
     def ok(self) -> bool:
         return 200 <= self.status <= 299
 
+    async def whole(self) -> bytes:
+        """The whole body, reading a streamed one to its end (for callers that need it all)."""
+        if self.stream is None:
+            return self.body
+        chunks = []
+        try:
+            async for chunk in self.stream:
+                chunks.append(chunk)
+        finally:
+            await self.stream.aclose()
+        return b"".join(chunks)
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamSettings:
@@ -45,6 +60,8 @@ class UpstreamSettings:
     cannot take every socket.
     keepalive_seconds: idle connections are closed after this, before typical servers do.
     max_response_bytes: a step answer above this fails the step (memory stays bounded).
+    breaker_failures: consecutive failures that open a service's circuit (0: never).
+    breaker_cooldown: seconds an open circuit fails calls fast before one probe.
     """
 
     istio_probe_url: str = "http://localhost:15000"
@@ -52,13 +69,17 @@ class UpstreamSettings:
     keepalive_seconds: float = 30.0
     connect_timeout: float = 10.0
     max_response_bytes: int = 256 * 1024 * 1024
+    breaker_failures: int = 5
+    breaker_cooldown: float = 5.0
 
 
 class UpstreamClient:
     """Step calls through one pooled client; create once per process, in the event loop."""
 
-    def __init__(self, settings: UpstreamSettings | None = None) -> None:
+    def __init__(self, settings: UpstreamSettings | None = None, rng: random.Random | None = None) -> None:
         self._settings = settings or UpstreamSettings()
+        self._rng = rng or random.Random()
+        self._breakers: CircuitBreakers | None = None
         self._http: httpclient.HTTPClient | None = None
         self._rewrite_https: bool | None = None
         self._istio_lock = asyncio.Lock()
@@ -71,6 +92,7 @@ class UpstreamClient:
             connect_timeout=s.connect_timeout,
             max_body=s.max_response_bytes,
         )
+        self._breakers = CircuitBreakers(s.breaker_failures, s.breaker_cooldown, self._http.loop.time)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -105,18 +127,103 @@ class UpstreamClient:
         timeout: float | None,
         *,
         stream: bool = False,
+        policy: StepPolicy | None = None,
+        deadline: float | None = None,
     ) -> StepResponse:
         """POST ``body`` to ``url``; raise UpstreamError when no usable answer arrives.
 
         A kept-alive connection that the service had closed before any byte of the answer
         arrived is retried once, on a new connection. With ``stream``, an answer the
         service streams is returned at its first byte, its body in ``stream``.
+
+        ``policy`` (from the extensions) sets the step's own timeout and retries;
+        ``deadline`` (loop time) bounds every attempt and every backoff pause.
         """
+        if policy is None and deadline is None:
+            return await self._guarded(url, body, headers, timeout, stream)
+        return await self._with_policy(url, body, headers, timeout, stream, policy, deadline)
+
+    async def _with_policy(
+        self,
+        url: str,
+        body: bytes,
+        headers: CIMultiDict[str],
+        timeout: float | None,
+        stream: bool,
+        policy: StepPolicy | None,
+        deadline: float | None,
+    ) -> StepResponse:
+        """Retries with exponential backoff and full jitter, never past the deadline."""
+        loop = asyncio.get_running_loop()
+        if policy is not None and policy.timeout_seconds is not None:
+            timeout = policy.timeout_seconds
+        retries = policy.retries if policy is not None else 0
+        attempt = 0
+        while True:
+            call_timeout = timeout
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise DeadlineExceeded(f"the request's deadline passed before calling {url}")
+                call_timeout = remaining if call_timeout is None else min(call_timeout, remaining)
+            try:
+                result = await self._guarded(url, body, headers, call_timeout, stream)
+            except UpstreamError:
+                if attempt >= retries:
+                    if deadline is not None and loop.time() >= deadline:
+                        raise DeadlineExceeded(f"the request's deadline passed while calling {url}") from None
+                    raise
+            else:
+                if attempt >= retries or policy is None or result.status not in policy.retry_on:
+                    return result
+                if result.stream is not None:
+                    await result.stream.aclose()
+            assert policy is not None
+            pause = min(policy.max_backoff_seconds, policy.backoff_seconds * 2**attempt) * self._rng.random()
+            if deadline is not None and loop.time() + pause >= deadline:
+                raise DeadlineExceeded(f"the request's deadline leaves no time to retry {url}")
+            await asyncio.sleep(pause)
+            attempt += 1
+
+    async def _guarded(
+        self, url: str, body: bytes, headers: CIMultiDict[str], timeout: float | None, stream: bool
+    ) -> StepResponse:
+        """One call through the service's circuit breaker."""
         http = self._http
-        if http is None:
+        breakers = self._breakers
+        if http is None or breakers is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
         if url.startswith("https://") and await self._istio_rewrite():
             url = "http://" + url[len("https://") :]
+        try:
+            key = http.target(url).key
+        except ValueError as exc:
+            raise UpstreamError(f"step URL {url!r} is not a valid URL") from exc
+        if not breakers.allow(key):
+            raise CircuitOpen(
+                f"service {key[1]}:{key[2]} is failing; calls are paused for "
+                f"{breakers.retry_after(key):.1f}s more (circuit open)"
+            )
+        try:
+            result = await self._once(http, url, body, headers, timeout, stream)
+        except UpstreamError:
+            breakers.record(key, ok=False)
+            raise
+        except BaseException:
+            breakers.record(key, ok=True)  # cancelled by our side: says nothing about the service
+            raise
+        breakers.record(key, ok=result.status not in BREAKING_STATUSES)
+        return result
+
+    async def _once(
+        self,
+        http: httpclient.HTTPClient,
+        url: str,
+        body: bytes,
+        headers: CIMultiDict[str],
+        timeout: float | None,
+        stream: bool,
+    ) -> StepResponse:
         try:
             try:
                 answer = await http.post(url, headers, body, timeout=timeout, stream=stream)
@@ -127,6 +234,8 @@ class UpstreamClient:
             raise UpstreamError(f"step call to {url} timed out after {timeout:g}s") from exc
         except ValueError as exc:
             raise UpstreamError(f"step URL {url!r} is not a valid URL") from exc
+        except httpclient.ResponseTooLarge as exc:
+            raise AnswerTooLarge(f"step call to {url}: {exc}") from exc
         except httpclient.ClientError as exc:
             raise UpstreamError(f"step call to {url} failed: {exc}") from exc
         if answer.stream is not None:

@@ -11,12 +11,15 @@ dies on its own (after a short pause, so a crash loop cannot spin).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
+
+from .telemetry import WorkerGroup
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,10 @@ RESTART_PAUSE_SECONDS = 1.0
 def supervise(argv: Sequence[str], workers: int) -> int:
     """Run ``workers`` copies of ``graph-router <argv> --worker-process``; return the worst exit status."""
     command = [sys.executable, "-m", "graph_router", *argv, WORKER_FLAG]
-    procs: list[subprocess.Popen[bytes]] = [subprocess.Popen(command) for _ in range(workers)]
+    # Each worker learns its place in the group, so /metrics on any of them adds up all.
+    group = WorkerGroup.new(workers)
+    envs = [{**os.environ, **group.environ(i)} for i in range(workers)]
+    procs: list[subprocess.Popen[bytes]] = [subprocess.Popen(command, env=envs[i]) for i in range(workers)]
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -49,7 +55,7 @@ def supervise(argv: Sequence[str], workers: int) -> int:
                 elif not stopping:
                     logger.error("worker %d exited with status %s; restarting it", p.pid, code)
                     time.sleep(RESTART_PAUSE_SECONDS)
-                    procs[i] = subprocess.Popen(command)
+                    procs[i] = subprocess.Popen(command, env=envs[i])
                     alive = True
             if not alive:
                 break

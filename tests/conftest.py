@@ -23,6 +23,7 @@ from graph_router.loader import load_graph_json
 from graph_router.plan import compile_graph
 from graph_router.server import Router, start_server
 from graph_router.settings import ServerSettings
+from graph_router.telemetry import Telemetry
 from graph_router.upstream import UpstreamClient, UpstreamSettings
 
 SHARED = Path(os.environ.get("GRAPH_ROUTER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -132,26 +133,29 @@ class RunningRouter:
 @pytest.fixture
 async def start_router() -> AsyncIterator[Callable[..., Awaitable[RunningRouter]]]:
     """Start the real router for a spec dict: ``await start_router(spec, **settings)``."""
-    stack: list[tuple[HTTPServer, UpstreamClient, aiohttp.ClientSession]] = []
+    stack: list[tuple[HTTPServer, UpstreamClient, aiohttp.ClientSession, Telemetry]] = []
 
     async def start(spec: dict[str, Any], *, name: str = "test", settings: ServerSettings | None = None,
-                    services: dict[str, str] | None = None, **overrides: Any) -> RunningRouter:
+                    services: dict[str, str] | None = None, telemetry: Telemetry | None = None,
+                    **overrides: Any) -> RunningRouter:
         plan = compile_graph(load_graph_json(orjson.dumps(spec).decode(), name=name), services)
         if settings is None:
             settings = ServerSettings(host="127.0.0.1", port=0, drain_seconds=0, **overrides)
         client = UpstreamClient(settings.upstream)
         await client.start()
-        router = Router(settings, plan, client)
+        router = Router(settings, plan, client, telemetry)
+        await router.telemetry.start()
         server = await start_server(router, "127.0.0.1", 0)
         session = aiohttp.ClientSession()
-        stack.append((server, client, session))
+        stack.append((server, client, session, router.telemetry))
         return RunningRouter(f"http://127.0.0.1:{server.port}", router, session)
 
     yield start
-    for server, client, session in stack:
+    for server, client, session, telemetry in stack:
         await session.close()
         await server.shutdown(2)
         await client.close()
+        await telemetry.close()
 
 
 __all__ = ["SHARED", "Received", "RunningRouter", "Service", "UpstreamSettings", "asyncio", "echo"]

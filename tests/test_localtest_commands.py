@@ -20,7 +20,7 @@ from graph_router.localtest import assert_suite_passes
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "config" / "samples"
 CHAIN = SAMPLES / "classic-v1-chain.yaml"
-RAG = SAMPLES / "rag-pipeline.yaml"
+RAG = Path(__file__).resolve().parent / "graphs" / "kserve-rag.yaml"  # plain KServe semantics
 
 EVERY_KIND = """\
 apiVersion: serving.kserve.io/v1alpha1

@@ -12,7 +12,7 @@ from graph_router.localtest.runner import CaseResult, SuiteRunner, first_differe
 from graph_router.localtest.suite import SuiteError, load_services, load_suite
 
 SAMPLES = Path(__file__).resolve().parents[1] / "config" / "samples"
-RAG = SAMPLES / "rag-pipeline.yaml"
+RAG = Path(__file__).resolve().parent / "graphs" / "kserve-rag.yaml"  # plain KServe semantics
 
 RAG_STUBS = """\
 stubs:

@@ -117,15 +117,12 @@ async def test_invalid_file_keeps_the_old_graph(tmp_path: Path, router: Router, 
 
 async def test_missing_file_means_not_ready_until_it_appears(tmp_path: Path, router: Router,
                                                              follow: Any) -> None:
-    """No file at start: no plan (readyz 503); the first valid file makes the router ready; removal keeps it."""
+    """No file at start: no plan; the first valid file becomes the plan; removing the file keeps it."""
     path = tmp_path / "graph.json"
     follow(GraphFileReloader(path, interval=0.02))
     assert router.plan is None
-    readyz = router._readyz()
-    assert readyz.status == 503
     write(path, graph("http://first/"))
     await eventually(lambda: router.plan is not None, "the first graph")
-    assert router._readyz().status == 200
     path.unlink()
     await asyncio.sleep(0.1)
     assert url_of(router) == "http://first/"
@@ -155,10 +152,10 @@ async def test_serve_reload_command_end_to_end(tmp_path: Path) -> None:
     """`graph-router serve --graph FILE --reload`: 503 until the file is valid, 200 after, clean exit on SIGTERM."""
     path = tmp_path / "graph.json"
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "graph_router", "serve", "--graph", str(path), "--reload",
-         "--host", "127.0.0.1", "--port", str(port), "--drain-seconds", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "graph_router", "serve", "--graph", str(path), "--reload",
+        "--host", "127.0.0.1", "--port", str(port), "--drain-seconds", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:
         async with aiohttp.ClientSession() as session:
@@ -172,7 +169,7 @@ async def test_serve_reload_command_end_to_end(tmp_path: Path) -> None:
 
             deadline = time.monotonic() + 15
             while (status := await readyz()) is None:
-                assert proc.poll() is None, "the server exited"
+                assert proc.returncode is None, "the server exited"
                 assert time.monotonic() < deadline, "the server never listened"
                 await asyncio.sleep(0.05)
             assert status == 503
@@ -185,13 +182,13 @@ async def test_serve_reload_command_end_to_end(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the valid file never made the router ready"
                 await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.to_thread(proc.communicate, timeout=10)
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
         assert proc.returncode == 0, out.decode()
         assert b"not a valid graph" in out
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait(5)
+            await asyncio.wait_for(proc.wait(), 5)
 
 
 def test_reload_needs_a_file() -> None:

@@ -25,7 +25,7 @@ from ..loader import load_graph_file
 from ..plan import compile_graph
 from ..server import GRAPH_FAILED
 from ..spec import InferenceGraph
-from ..upstream import UpstreamClient
+from ..upstream import StepStream, UpstreamClient
 from .serve import parse_services
 
 
@@ -87,6 +87,8 @@ async def _run(
             try:
                 answer = await Executor(client).run(plan, body, selected, record)
                 status, out = answer.status, answer.body
+                if answer.stream is not None:
+                    out = await _print_stream(answer.stream)
             except RequestError as exc:
                 status, out = exc.status, orjson.dumps({"error": GRAPH_FAILED, "cause": exc.cause})
             took = (time.perf_counter() - started) * 1000
@@ -102,7 +104,8 @@ async def _run(
                     print(f"  {line}", file=sys.stderr)
             print(f"answer: {status} in {took:.1f} ms", file=sys.stderr)
     sys.stdout.flush()
-    sys.stdout.buffer.write(out if out.endswith(b"\n") else out + b"\n")
+    if out:
+        sys.stdout.buffer.write(out if out.endswith(b"\n") else out + b"\n")
     sys.stdout.flush()
     return 0 if 200 <= status <= 299 else 1
 
@@ -128,3 +131,14 @@ def _parse_headers(pairs: list[str]) -> list[tuple[str, str]]:
             raise GraphError(f"--header {pair!r}: expected 'NAME: VALUE'")
         headers.append((name.strip(), value.strip()))
     return headers
+
+
+async def _print_stream(stream: StepStream) -> bytes:
+    """Write a streamed answer to stdout as it arrives; nothing is left to print after it."""
+    try:
+        async for chunk in stream:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    finally:
+        await stream.aclose()
+    return b""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import uvloop
@@ -11,6 +12,8 @@ from ..errors import GraphError
 from ..loader import load_graph_file, load_graph_json
 from ..plan import GraphPlan, compile_graph
 from ..settings import ServerSettings
+from ..telemetry import WorkerGroup
+from ..telemetry.logs import configure as configure_logs
 from ..workers import WORKER_FLAG, supervise
 
 
@@ -47,6 +50,10 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="router processes sharing the port (SO_REUSEPORT); default 1")
     p.add_argument(WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--log-format", choices=("json", "text"), default="json",
+                   help="log lines as JSON objects (default) or text; one line per graph request at INFO")
+    p.add_argument("--no-explain", dest="explain", action="store_false",
+                   help="ignore X-Graph-Explain request headers (the answer would show service URLs)")
     p.set_defaults(func=run)
 
 
@@ -62,6 +69,7 @@ def load_plan(args: argparse.Namespace) -> GraphPlan:
 
 
 def run(args: argparse.Namespace) -> int:
+    configure_logs(args.log_format)
     if args.workers < 1:
         raise GraphError("--workers must be at least 1")
     if args.workers > 1 and not args.worker_process:
@@ -80,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         plan = load_plan(args)
     settings = ServerSettings.from_env(
-        host=args.host, port=args.port, drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes
+        host=args.host, port=args.port, drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes,
+        explain_header=args.explain,
     )
     from ..server import serve
 
@@ -90,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             plan,
             reuse_port=args.worker_process,
             background=reloader.run if reloader is not None else None,
+            workers=WorkerGroup.from_env(os.environ) if args.worker_process else None,
         )
     )
     return 0

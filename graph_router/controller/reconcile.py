@@ -151,13 +151,19 @@ class Controller:
             try:
                 await self.reconcile()
                 failures = 0
+                continue
             except (KubeError, OSError) as exc:
                 delay = backoff_delay(failures, self.settings.watch, self._rng)
-                failures += 1
                 logger.warning("reconcile of %s/%s failed: %s; retrying in %.2fs",
                                self.settings.namespace, self.settings.name, exc, delay)
-                await asyncio.sleep(delay)
-                self._dirty.set()
+            except Exception:
+                # A bug must not stop the sidecar: the router keeps its graph, we retry.
+                delay = backoff_delay(failures, self.settings.watch, self._rng)
+                logger.exception("reconcile of %s/%s failed unexpectedly; retrying in %.2fs",
+                                 self.settings.namespace, self.settings.name, delay)
+            failures += 1
+            await asyncio.sleep(delay)
+            self._dirty.set()
 
     async def reconcile(self) -> None:
         """One pass from the caches to the file and the status."""
@@ -173,9 +179,10 @@ class Controller:
         meta = obj.get("metadata") or {}
         generation = meta.get("generation") if isinstance(meta.get("generation"), int) else None
         graph, problems = parse_graph(obj)
-        unresolved: list[Unresolved] = []
+        unresolved: list[Unresolved] | None = None
         urls: dict[str, str] = {}
         if graph is not None:
+            unresolved = []
             names = service_names(graph)
             self._referenced = set(names)
             runtimes = await self._runtimes(names)
@@ -185,7 +192,7 @@ class Controller:
                     unresolved.append(found)
                 else:
                     urls[service] = found
-        if not problems and not unresolved:
+        if not problems and unresolved == []:
             content = render(obj, ns, name, urls)
             problems = check_servable(content, origin=f"InferenceGraph {ns}/{name}")
             if not problems:

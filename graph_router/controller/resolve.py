@@ -218,10 +218,3 @@ def resolve_service(service: str, namespace: str, services: Mapping[str, Mapping
         return proto
     return base + predict_path(model_name(isvc), proto)
 
-
-def is_ready(isvc: Mapping[str, Any]) -> bool:
-    """Whether the InferenceService's own Ready condition is True (for messages only)."""
-    for cond in _list(_dict(isvc.get("status")).get("conditions")):
-        if isinstance(cond, dict) and cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False

@@ -36,17 +36,15 @@ class Outcome:
 
     generation: int | None
     problems: Sequence[str] = ()
-    unresolved: Sequence[Unresolved] = ()
+    # None: the graph could not be read, so its services were not looked at.
+    unresolved: Sequence[Unresolved] | None = ()
     url: str | None = None
 
-    @property
-    def ready(self) -> bool:
-        return not self.problems and not self.unresolved
 
-
-def _condition(type_: str, ok: bool, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
-    cond: dict[str, Any] = {"type": type_, "status": "True" if ok else "False"}
-    if not ok:
+def _condition(type_: str, ok: bool | None, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
+    """``ok`` None: Unknown. Only a condition that is not True carries a reason and message."""
+    cond: dict[str, Any] = {"type": type_, "status": {True: "True", False: "False", None: "Unknown"}[ok]}
+    if ok is not True:
         if reason:
             cond["reason"] = reason
         if message:
@@ -61,16 +59,20 @@ def services_reason(unresolved: Sequence[Unresolved]) -> str:
 
 def desired_conditions(outcome: Outcome) -> list[dict[str, Any]]:
     """Our two conditions, without times."""
-    unresolved_msg = "; ".join(u.message for u in outcome.unresolved)
-    services = _condition(SERVICES_RESOLVED, not outcome.unresolved,
-                          services_reason(outcome.unresolved), unresolved_msg)
+    unresolved = outcome.unresolved or ()
+    unresolved_msg = "; ".join(u.message for u in unresolved)
+    if outcome.unresolved is None:
+        services = _condition(SERVICES_RESOLVED, None, REASON_INVALID,
+                              "The graph could not be read, so its services were not resolved.")
+    else:
+        services = _condition(SERVICES_RESOLVED, not unresolved, services_reason(unresolved), unresolved_msg)
     if outcome.problems:
         # Nothing local (such as which graph this sidecar serves) goes into the status:
         # two sidecars must compute the same status from the same objects.
         message = ("The graph is invalid: " + "; ".join(outcome.problems)
                    + ". The last valid graph, if any, stays in service.")
         ready = _condition(READY, False, REASON_INVALID, message)
-    elif outcome.unresolved:
+    elif unresolved:
         ready = _condition(READY, False, REASON_UNRESOLVED,
                            f"Not every serviceName resolves: {unresolved_msg}.")
     else:

@@ -162,7 +162,7 @@ class SuiteRunner:
         try:
             async with asyncio.timeout(case.timeout):
                 answer = await executor.run(plan, _request_body(case), headers, result.explain)
-            result.status, result.body = answer.status, answer.body
+                result.status, result.body = answer.status, await answer.whole()
         except RequestError as exc:
             result.status = exc.status
             result.body = orjson.dumps({"error": GRAPH_FAILED, "cause": exc.cause})
