@@ -110,8 +110,8 @@ def _describe(
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        field = _dotted(prefix + loc)
-        line = _line_of(locate, loc)
+        field = dotted(prefix + loc)
+        line = line_of(locate, loc)
         where = f"{origin}:{line}" if line else origin
         got = err.get("input")
         got_text = f" (got {got!r})" if not isinstance(got, dict | list) and got is not None else ""
@@ -119,14 +119,15 @@ def _describe(
     return "\n".join(lines)
 
 
-def _dotted(loc: Sequence[int | str]) -> str:
+def dotted(loc: Sequence[int | str]) -> str:
+    """``("spec", "nodes", "root", "steps", 0)`` as ``spec.nodes.root.steps[0]``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+def line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
     """1-based line of the YAML node at ``loc``, or of its nearest existing parent."""
     if node is None:
         return None

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import gjson
 from ..errors import GraphError, GraphRouterError
-from ..loader import load_graph_file
+from ..loader import dotted, load_graph_file
+from ..loader import line_of as loader_line_of
 from ..plan import compile_graph
 from ..spec import InferenceGraph
 
@@ -461,28 +462,9 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _dotted(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+    return dotted(loc)
 
 
 def line_of(node: yaml.Node | None, loc: Loc) -> int:
     """1-based line of the YAML node at ``loc`` (the key's line for mapping entries)."""
-    if node is None:
-        return 1
-    best = node.start_mark.line + 1
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                    child, best = value, key.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            child = node.value[part]
-            best = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return best
+    return loader_line_of(node, loc) or 1
