@@ -338,7 +338,7 @@ def _reference_problems(doc: YamlDoc, uses: Sequence[ServiceUse]) -> Iterator[st
     for loc, stubs in stub_sets:
         for name in stubs if isinstance(stubs, dict) else ():
             if str(name) not in known:
-                yield f"{doc.where((*loc, name))}: {_dotted((*loc, name))}: {_not_a_service(str(name), known)}"
+                yield f"{doc.where((*loc, name))}: {dotted((*loc, name))}: {_not_a_service(str(name), known)}"
     for i, case in enumerate(cases):
         expect = case.get("expect") if isinstance(case, dict) else None
         calls = expect.get("calls") if isinstance(expect, dict) else None
@@ -346,7 +346,7 @@ def _reference_problems(doc: YamlDoc, uses: Sequence[ServiceUse]) -> Iterator[st
             service = call.get("service") if isinstance(call, dict) else call
             at: Loc = ("cases", i, "expect", "calls", j)
             if isinstance(service, str) and service not in known:
-                yield f"{doc.where(at)}: {_dotted((*at, 'service'))}: {_not_a_service(service, known)}"
+                yield f"{doc.where(at)}: {dotted((*at, 'service'))}: {_not_a_service(service, known)}"
 
 
 def _not_a_service(name: str, known: Sequence[str]) -> str:
@@ -377,15 +377,15 @@ def describe_errors(exc: pydantic.ValidationError, doc: YamlDoc, model: type[Bas
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             expected = f"expected one of: {', '.join(allowed)}"
-            lines.append(f"{doc.where(loc)}: {_dotted(loc)}: unknown field ({expected}){hint}")
+            lines.append(f"{doc.where(loc)}: {dotted(loc)}: unknown field ({expected}){hint}")
         elif kind == "missing":
-            lines.append(f"{doc.where(loc[:-1])}: {_dotted(loc)}: required field is missing")
+            lines.append(f"{doc.where(loc[:-1])}: {dotted(loc)}: required field is missing")
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
             got = err.get("input")
             shown = got is None or isinstance(got, dict | list) or repr(got) in msg
             got_text = "" if shown else f" (got {got!r})"
-            lines.append(f"{doc.where(loc)}: {_dotted(loc) or 'file'}: {msg}{got_text}")
+            lines.append(f"{doc.where(loc)}: {dotted(loc) or 'file'}: {msg}{got_text}")
     return "\n".join(sorted(dict.fromkeys(lines), key=_line_number))
 
 
@@ -459,10 +459,6 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
             if found is not None:
                 return found
     return None
-
-
-def _dotted(loc: Loc) -> str:
-    return dotted(loc)
 
 
 def line_of(node: yaml.Node | None, loc: Loc) -> int:
