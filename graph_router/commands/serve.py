@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 from typing import Any
 
@@ -93,13 +94,18 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..server import serve
 
-    uvloop.run(
-        serve(
-            settings,
-            plan,
-            reuse_port=args.worker_process,
-            background=reloader.run if reloader is not None else None,
-            workers=WorkerGroup.from_env(os.environ) if args.worker_process else None,
+    try:
+        uvloop.run(
+            serve(
+                settings,
+                plan,
+                reuse_port=args.worker_process,
+                background=reloader.run if reloader is not None else None,
+                workers=WorkerGroup.from_env(os.environ) if args.worker_process else None,
+            )
         )
-    )
+    except OSError as exc:
+        # Typically the port is taken or the address is not ours: say so, no traceback.
+        print(f"graph-router: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
