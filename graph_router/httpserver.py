@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -195,11 +196,15 @@ class ServerConnection(asyncio.Protocol):
     def busy(self) -> bool:
         return self._task is not None or bool(self._queue) or self._in_message
 
-    def close_when_idle(self) -> None:
-        """Shutdown: close now if idle, else after the answer in progress."""
+    def close_when_idle(self, grace: float) -> None:
+        """Shutdown: close after the answer in progress, or after ``grace`` seconds idle.
+
+        An idle connection may have a request on the wire already (the client sent it as
+        the listener closed): it still gets ``grace`` to arrive, and its answer.
+        """
         self._closing = True
         if not self.busy:
-            self._close()
+            self._arm(grace)
 
     def _close(self) -> None:
         if not self._closed and self.transport is not None:
@@ -379,7 +384,7 @@ class ServerConnection(asyncio.Protocol):
                 if self.transport is not None and len(self._queue) <= self._server.limits.max_pipelined:
                     self.transport.resume_reading()
                 head_only = request.method == "HEAD"
-                last = self._closing and not self._queue
+                last = (self._closing or self._server.draining) and not self._queue
                 self.handler_deadline = self._loop.time() + self._server.limits.write_timeout
                 try:
                     answer = await self._server.handler(request)
@@ -395,7 +400,9 @@ class ServerConnection(asyncio.Protocol):
                     if isinstance(answer, StreamingResponse):
                         await answer.chunks.aclose()
                     return
-                last = last or (self._closing and not self._queue)
+                last = last or ((self._closing or self._server.draining) and not self._queue)
+                if last:
+                    self._closing = True
                 if isinstance(answer, StreamingResponse):
                     await self._write_stream(answer, head_only, last)
                 else:
@@ -471,6 +478,7 @@ class HTTPServer:
         self.limits = limits or ServerLimits()
         self.loop = asyncio.get_running_loop()
         self.connections: set[ServerConnection] = set()
+        self.draining = False
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -496,12 +504,55 @@ class HTTPServer:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def shutdown(self, timeout: float) -> None:
+    def start_draining(self) -> None:
+        """From now on every answer says ``Connection: close`` and ends its connection.
+
+        Clients then open new connections, which the load balancer sends elsewhere once
+        readiness fails, so few requests are on old connections when the listener closes.
+        """
+        self.draining = True
+
+    async def _stop_accepting(self) -> None:
+        """Close the listener without resetting connections already in its accept queue.
+
+        Closing a listening socket resets every connection the kernel completed but we had
+        not accepted yet: requests lost although the client saw its connect succeed. So
+        the backlog is first shrunk to nothing (new handshakes are refused or retried),
+        the queued connections are accepted and served, and only then is it closed.
+        """
+        server = self._server
+        if server is None:
+            return
+        listeners = []
+        for sock in server.sockets:
+            try:
+                listener = socket.socket(fileno=os.dup(sock.fileno()))
+                listener.setblocking(False)
+                listener.listen(0)
+            except OSError:
+                continue
+            listeners.append(listener)
+        server.close()  # our duplicates keep the sockets open until the queue is empty
+        for listener in listeners:
+            with listener:
+                while True:
+                    try:
+                        conn, _ = listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break
+                    try:
+                        await self.loop.connect_accepted_socket(lambda: ServerConnection(self), conn)
+                    except OSError:
+                        conn.close()
+
+    async def shutdown(self, timeout: float, grace: float = 1.0) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), close the rest."""
-        if self._server is not None:
-            self._server.close()
+        self.draining = True
+        await self._stop_accepting()
         for conn in list(self.connections):
-            conn.close_when_idle()
+            conn.close_when_idle(grace)
         deadline = self.loop.time() + timeout
         # Connections close themselves after their last answer; poll until all have.
         while self.connections and self.loop.time() < deadline:  # noqa: ASYNC110

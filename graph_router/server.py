@@ -242,6 +242,7 @@ async def serve(
     try:
         await stop.wait()
         router.shutting_down = True
+        server.start_draining()
         logger.info("stopping: /readyz answers 503; draining for %gs", settings.drain_seconds)
         await asyncio.sleep(settings.drain_seconds)
     finally:
