@@ -116,11 +116,26 @@ class Executor:
         self, node: NodePlan, step: StepPlan, body: bytes, ctx: RequestContext, tail: bool = False
     ) -> StepResponse:
         probe = ctx.probe
-        if ctx.explain is None and probe is None:
-            if step.node is not None:
-                return await self._node(step.node, body, ctx, tail)
-            assert step.url is not None
-            return await self._call(step, step.url, body, ctx.headers, ctx, tail)
+        if ctx.explain is None:
+            if probe is None:
+                if step.node is not None:
+                    return await self._node(step.node, body, ctx, tail)
+                assert step.url is not None
+                return await self._call(step, step.url, body, ctx.headers, ctx, tail)
+            if step.url is not None and probe.tracer is None:
+                # The serving path: one service call, timed for the metrics
+                # (RequestProbe.call_started written out: this runs for every step).
+                started = time.perf_counter()
+                if not probe.outstanding:
+                    probe.wait_from = started
+                probe.outstanding += 1
+                try:
+                    result = await self._call(step, step.url, body, ctx.headers, ctx, tail)
+                except (RequestError, asyncio.CancelledError) as exc:
+                    probe.step_failed(node, step, exc, started)
+                    raise
+                probe.call_done(node, step, result.status, started)
+                return result
         entry: dict[str, object] | None = None
         if ctx.explain is not None:
             entry = {"node": node.name, "step": step.label, "target": step.target}
@@ -135,7 +150,7 @@ class Executor:
                 if probe is None:
                     result = await self._call(step, url, body, ctx.headers, ctx, tail)
                 else:
-                    probe.call_started(started)
+                    started = probe.call_started()
                     if probe.tracer is None:
                         result = await self._call(step, url, body, ctx.headers, ctx, tail)
                     else:
@@ -152,7 +167,10 @@ class Executor:
                 entry["ms"] = round((time.perf_counter() - started) * 1000, 3)
             raise
         if probe is not None:
-            probe.step_done(node, step, result.status, started)
+            if step.url is not None:
+                probe.call_done(node, step, result.status, started)
+            else:
+                probe.step_done(step, result.status, started)
         if entry is not None:
             entry["ms"] = round((time.perf_counter() - started) * 1000, 3)
             entry["status"] = result.status

@@ -156,6 +156,8 @@ class Router:
             answer.headers = [("Retry-After", "1")]
             return probe.end(answer, "overloaded")
         headers: CIMultiDict[str] = self._propagator.select(request.headers)
+        if probe.extras:
+            headers = probe.step_headers(headers)
         # serverWrite is enforced by the HTTP server: past it the connection is closed
         # and this handler cancelled, as Go's WriteTimeout cuts KServe's answer off.
         self._in_flight += 1

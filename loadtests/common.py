@@ -72,7 +72,9 @@ def http_get_status(url_host: str, port: int, path: str, timeout: float = 1.0) -
         with socket.create_connection((url_host, port), timeout=timeout) as s:
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: {url_host}\r\nConnection: close\r\n\r\n".encode())
             data = b""
-            while b"\r\n" not in data:
+            for _ in range(64):  # a status line is short; never loop on a trickling peer
+                if b"\r\n" in data:
+                    break
                 chunk = s.recv(4096)
                 if not chunk:
                     break
@@ -183,6 +185,12 @@ def emit_json(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def finish(result: dict[str, Any]) -> None:
+    """Print the final JSON line and exit: status 0 when ``result["ok"]``, else 1."""
+    emit_json(result)
+    raise SystemExit(0 if result.get("ok") else 1)
+
+
 def _json_default(o: object) -> object:
     if hasattr(o, "__dataclass_fields__"):
         return asdict(o)  # type: ignore[call-overload]
@@ -259,6 +267,26 @@ def rss_bytes(pids: Sequence[int]) -> int:
     return total
 
 
+def system_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores; /proc/stat minus idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def children_cpu_seconds() -> float:
+    """user + system CPU of this process's reaped children (wrk runs, for instance)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def self_cpu_seconds() -> float:
+    """user + system CPU of this process."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def fd_count(pids: Sequence[int]) -> int:
     """Open file descriptors of the processes together."""
     total = 0
@@ -323,10 +351,9 @@ class NginxBackend:
             raise RuntimeError("nginx is not installed: run scripts/install-test-tools.sh")
         conf = self.dir / "nginx.conf"
         conf.write_text(self.config())
-        self.proc = subprocess.Popen(
-            [NGINX_BIN, "-p", str(self.dir), "-c", str(conf)],
-            stdout=subprocess.DEVNULL, stderr=open(self.dir / "stderr.log", "wb"),  # noqa: SIM115
-        )
+        with open(self.dir / "stderr.log", "wb") as err:
+            self.proc = subprocess.Popen([NGINX_BIN, "-p", str(self.dir), "-c", str(conf)],
+                                         stdout=subprocess.DEVNULL, stderr=err)
         if not wait_port(self.port, 10):
             self.stop()
             raise RuntimeError(f"nginx did not start: {(self.dir / 'stderr.log').read_text()[-2000:]}")
@@ -420,7 +447,7 @@ class RouterProcess:
         self.workers, self.drain_seconds, self.reload = workers, drain_seconds, reload
         self.log_level, self.extra = log_level, list(extra)
         self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="gr-router-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(prefix="gr-router-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -638,6 +665,11 @@ class Outcome:
     kind: str
     status: int = 0
     body: bytes = b""
+    detail: str = ""  # for failures: "eof" or the exception's class name
+
+
+class _Eof(ConnectionError):
+    """The peer closed the connection cleanly (FIN) where an answer was due."""
 
 
 class RawConnection:
@@ -682,14 +714,14 @@ class RawConnection:
                 await self.writer.drain()
                 status_line = await self.reader.readline()
                 if not status_line:
-                    raise ConnectionResetError("closed before the answer")
+                    raise _Eof("closed before the answer")
                 got_bytes = True
                 status = int(status_line.split(b" ", 2)[1])
                 length, close = 0, not keep_alive
                 while True:
                     line = await self.reader.readline()
                     if not line:
-                        raise ConnectionResetError("closed in the answer head")
+                        raise _Eof("closed in the answer head")
                     if line in (b"\r\n", b"\n"):
                         break
                     name, _, value = line.partition(b":")
@@ -702,13 +734,14 @@ class RawConnection:
         except TimeoutError:
             await self.close()
             return Outcome(start, time.monotonic(), TIMEOUT)
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             await self.close()
             if got_bytes:
                 kind = CUT
             else:
                 kind = CLOSED_REUSED if reused else RESET_NEW
-            return Outcome(start, time.monotonic(), kind)
+            detail = "eof" if isinstance(exc, _Eof | asyncio.IncompleteReadError) else type(exc).__name__
+            return Outcome(start, time.monotonic(), kind, detail=detail)
         self.used += 1
         if close:
             await self.close()
@@ -727,6 +760,19 @@ class LoadRecorder:
             if since <= o.start < until:
                 c[o.kind] = c.get(o.kind, 0) + 1
         return c
+
+    def samples(self, n: int = 3, since: float = float("-inf")) -> list[str]:
+        """Up to ``n`` distinct failures (kind, status, start of the body), to say why requests failed."""
+        seen: list[str] = []
+        for o in self.outcomes:
+            if o.kind != OK and o.start >= since:
+                text = " ".join(x for x in (o.kind, str(o.status or ""), o.detail,
+                                            o.body[:160].decode(errors="replace")) if x)
+                if text not in seen:
+                    seen.append(text)
+                    if len(seen) >= n:
+                        break
+        return seen
 
     def latencies_ms(self, since: float = float("-inf"), until: float = float("inf"),
                      kind: str = OK) -> list[float]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from common import (
     NginxBackend,
     Outcome,
     RouterProcess,
-    emit_json,
+    finish,
     http_get_status,
     load_loop,
     machine_info,
@@ -171,13 +172,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if o.kind == OK:
             tags[tag_of(o)] = tags.get(tag_of(o), 0) + 1
     seq = [tag_of(o) for o in sorted(during, key=lambda o: o.end) if o.kind == OK]
-    switches = sum(1 for x, y in zip(seq, seq[1:], strict=False) if x != y)
+    switches = sum(1 for x, y in itertools.pairwise(seq) if x != y)
     n_invalid_writes = sum(1 for _, name in writes if name not in ("A", "B"))
     return {
         "seconds": args.seconds, "rewrite_every_s": REWRITE_EVERY, "concurrency": args.concurrency,
         "writes": len(writes), "invalid_writes": n_invalid_writes,
         "requests": len(recorder.outcomes), "requests_during_rewrites": len(during),
         "failed": len(failed), "failure_kinds": sorted({f"{o.kind}:{o.status}" for o in failed}),
+        "failure_samples": recorder.samples(3),
         "answers_A": tags.get("A", 0), "answers_B": tags.get("B", 0), "answers_other": tags.get("?", 0),
         "graph_switches_seen": switches,
         "readyz_samples": len(readyz), "readyz_not_200_during_rewrites": sum(1 for s in readyz[:n_ready_rewrite]
@@ -212,9 +214,11 @@ def main() -> None:
                 title="An invalid file keeps the old graph")
     r["ok"] = (r["failed"] == 0 and r["answers_A"] > 0 and r["answers_B"] > 0 and r["answers_other"] == 0
                and all(c["passed"] for c in r["invalid_keeps_old"]) and r["router_alive"])
+    for sample in r["failure_samples"]:
+        print(f"  failure: {sample}")
     print(f"failed requests: {r['failed']} (target 0); answers from both graphs: "
           f"{r['answers_A'] > 0 and r['answers_B'] > 0}; ok: {r['ok']}")
-    emit_json({"test": "reload", **r, "machine": info})
+    finish({"test": "reload", **r, "machine": info})
 
 
 if __name__ == "__main__":

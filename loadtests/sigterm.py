@@ -43,7 +43,7 @@ from common import (
     LoadRecorder,
     RouterProcess,
     StandIn,
-    emit_json,
+    finish,
     http_get_status,
     load_loop,
     machine_info,
@@ -110,6 +110,10 @@ async def one_run(standin: StandIn, keep_alive: bool, concurrency: int, before_s
         "exited_after_s": (exited_at - t_sig) if exited_at else None,
         "exit_code": exit_code,
         "non200_statuses": sorted({o.status for o in recorder.outcomes if o.kind == NON200}),
+        "lost_samples": [x for x in recorder.samples(8) if not x.startswith((REFUSED, CONNECT_ERROR))],
+        # When each lost request was sent and ended, in seconds after SIGTERM.
+        "lost_at_s": [(round(o.start - t_sig, 3), round(o.end - t_sig, 3)) for o in recorder.outcomes
+                      if o.kind in LOST_OUTCOMES],
     }
 
 
@@ -123,6 +127,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 runs.append(r)
                 print(f"  run {i + 1} {r['mode']:10s} sent={r['sent']} ok={r['ok']} lost={r['lost']} "
                       f"refused={r['refused_before_accept']} exit={r['exit_code']}", flush=True)
+                for sample in r["lost_samples"]:
+                    print(f"    lost: {sample}", flush=True)
+                if r["lost_at_s"]:
+                    print(f"    lost requests (sent, ended) in s after SIGTERM: {r['lost_at_s'][:5]}", flush=True)
     return {"runs": runs}
 
 
@@ -154,7 +162,7 @@ def main() -> None:
     totals = {k: sum(r[k] for r in runs) for k in ("sent", "ok", "refused_before_accept", "lost", "connect_error")}
     print(f"total: sent {totals['sent']}, 200 {totals['ok']}, refused before accept "
           f"{totals['refused_before_accept']}, lost {totals['lost']} (target 0)")
-    emit_json({"test": "sigterm", "drain_seconds": DRAIN_SECONDS, "concurrency": args.concurrency,
+    finish({"test": "sigterm", "drain_seconds": DRAIN_SECONDS, "concurrency": args.concurrency,
                "repeat": args.repeat, "totals": totals, "ok": totals["lost"] == 0 and
                all(r["exit_code"] == 0 for r in runs), "runs": runs, "machine": info})
 

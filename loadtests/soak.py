@@ -24,8 +24,8 @@ from common import (
     NginxBackend,
     RouterProcess,
     busy_other_processes,
-    emit_json,
     fd_count,
+    finish,
     machine_info,
     print_table,
     run_wrk,
@@ -118,7 +118,7 @@ def main() -> None:
           result["requests"], result["errors"], result["mean_rps"]]],
         title="Soak summary (RSS in MiB; start = after the first sample period under load)",
     )
-    emit_json({**result, "samples": samples})
+    finish({**result, "samples": samples})
 
 
 if __name__ == "__main__":

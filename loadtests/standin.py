@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 
 from aiohttp import web
@@ -17,7 +18,7 @@ from aiohttp import web
 
 def build_app(min_ms: float, max_ms: float, tag: str) -> web.Application:
     """The aiohttp application: one catch-all handler."""
-    body = ('{"predictions":[[0.1,0.2,0.3]],"served_by":"%s"}' % tag).encode()
+    body = json.dumps({"predictions": [[0.1, 0.2, 0.3]], "served_by": tag}, separators=(",", ":")).encode()
 
     async def handle(request: web.Request) -> web.Response:
         if request.method == "GET" and request.path == "/healthz":

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiohttp import web
 from conftest import echo
-from metrics_scrape import Scrape, scrape
+from metrics_scrape import scrape
 
 from graph_router.reload import GraphFileReloader
 from graph_router.telemetry import Telemetry, WorkerGroup
@@ -279,18 +279,21 @@ async def test_cli_workers_scrape_reports_all_workers(start_service: Any, tmp_pa
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        # Each request on its own connection, so SO_REUSEPORT spreads them over the workers.
-        sent = 0
-        for _ in range(200):
+        # Until both workers are up, a scrape reports fewer than two.
+        workers = 0.0
+        for _ in range(300):
             try:
-                async with aiohttp.ClientSession() as session, session.post(url, json={"x": 1}) as resp:
-                    assert resp.status == 200
-                    sent += 1
-                    if sent == 40:
-                        break
+                workers = (await scrape(url)).value("graph_router_scrape_workers") or 0
             except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
-        assert sent == 40
+                pass
+            if workers == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert workers == 2, "the two workers never both answered"
+        # Each request on its own connection, so SO_REUSEPORT spreads them over the workers.
+        for _ in range(40):
+            async with aiohttp.ClientSession() as session, session.post(url, json={"x": 1}) as resp:
+                assert resp.status == 200
         seen_workers = set()
         for _ in range(6):
             m = await scrape(url)
@@ -313,5 +316,3 @@ async def eventually(check: Any, timeout: float = 5.0) -> None:
         assert loop.time() < deadline, "timed out"
         await asyncio.sleep(0.02)
 
-
-__all__ = ["Scrape"]

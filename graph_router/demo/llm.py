@@ -5,8 +5,8 @@ laptop with no GPU and no network. This service speaks the same API as vLLM's
 OpenAI-compatible server (``POST /v1/chat/completions`` with or without
 ``"stream": true``, ``GET /v1/models``) but composes its answer deterministically:
 it finds the question and the retrieved passages in the last user message and quotes
-the first passages, in the retriever's order. Its model id and the first
-sentence of every answer say that it is a stand-in.
+the best-ranked passages, in the retriever's order. Its model id and the first sentence
+of every answer say that it is a stand-in.
 
 Streaming follows OpenAI's framing: one ``data: {chat.completion.chunk}`` server-sent
 event per word, a short pause between them so a terminal shows the answer arriving,

@@ -5,9 +5,10 @@ steps run with status and milliseconds) when handed a list; this module only dec
 whether a request asked for it and writes the header value.
 
 Header values must be Latin-1 without line breaks, so the JSON is pure ASCII
-(``ensure_ascii``: a step name in any script survives as ``\\uXXXX``). Proxies commonly
-refuse headers above 8-16 KiB, so a long path is cut at ``MAX_HEADER_CHARS`` and
-ends with ``{"truncated": N}`` entries left out. Explain requests are rare, so this
+(``ensure_ascii``: a step name in any script survives as ``\\uXXXX``). Clients and
+proxies bound a header line or the whole header block (aiohttp 8 KiB a line, nginx's
+proxy buffer one 4 KiB page for all headers), so a long path is cut at
+``MAX_HEADER_CHARS`` and ends with ``{"truncated": N}``, N entries left out. Explain requests are rare, so this
 uses the standard json module, which is slower but can escape to ASCII.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 REQUEST_HEADER = "x-graph-explain"
 RESPONSE_HEADER = "X-Graph-Explain"
-MAX_HEADER_CHARS = 8 * 1024
+MAX_HEADER_CHARS = 3 * 1024
 _YES = frozenset({"1", "true", "yes", "on"})
 
 

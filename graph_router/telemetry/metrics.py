@@ -50,49 +50,25 @@ class Histogram:
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
-    def observe(self, value: float) -> None:
-        # bisect_left: the first bound >= value, which is Prometheus' ``le`` bucket.
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
+    # Observing is inlined where it happens: counts[bisect_left(bounds, v)] += 1 picks the
+    # first bound >= v, which is Prometheus' ``le`` bucket; then sum += v.
+
+
+# Durations split by outcome code: the count of a code's histogram is that code's
+# counter, so a request or step updates one histogram and no separate counter.
+ByCode = dict[Code, Histogram]
 
 
 class GraphSeries:
     """One graph's request series; kept across reloads of a graph with the same name."""
 
-    __slots__ = ("duration", "in_flight", "name", "overhead", "requests")
+    __slots__ = ("by_code", "in_flight", "name", "overhead")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.requests: dict[Code, int] = {}
-        self.duration = Histogram(DURATION_BUCKETS)
+        self.by_code: ByCode = {}
         self.overhead = Histogram(OVERHEAD_BUCKETS)
         self.in_flight = 0
-
-    def answered(self, code: Code, total: float, own: float) -> None:
-        requests = self.requests
-        requests[code] = requests.get(code, 0) + 1
-        # Histogram.observe inlined: this runs once per request.
-        h = self.duration
-        h.counts[bisect_left(h.bounds, total)] += 1
-        h.sum += total
-        h = self.overhead
-        h.counts[bisect_left(h.bounds, own)] += 1
-        h.sum += own
-
-
-class StepSeries:
-    """One step's series: outcomes by code (with its service) and durations."""
-
-    __slots__ = ("codes", "duration")
-
-    def __init__(self, codes: dict[Code, int], duration: Histogram) -> None:
-        self.codes = codes
-        self.duration = duration
-
-    def observe(self, code: Code, seconds: float) -> None:
-        codes = self.codes
-        codes[code] = codes.get(code, 0) + 1
-        self.duration.observe(seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +76,16 @@ class PlanSeries:
     """Every series one plan can touch, looked up once when the plan is bound."""
 
     graph: GraphSeries
-    steps: Mapping[StepPlan, StepSeries]
+    steps: Mapping[StepPlan, ByCode]
+
+
+def observe(by_code: ByCode, code: Code, seconds: float) -> None:
+    """Count one outcome and its duration (the request path inlines the common case)."""
+    h = by_code.get(code)
+    if h is None:
+        h = by_code[code] = Histogram(DURATION_BUCKETS)
+    h.counts[bisect_left(h.bounds, seconds)] += 1
+    h.sum += seconds
 
 
 class Metrics:
@@ -108,8 +93,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self._graphs: dict[str, GraphSeries] = {}
-        self._step_codes: dict[tuple[str, str, str, str], dict[Code, int]] = {}
-        self._step_durations: dict[tuple[str, str, str], Histogram] = {}
+        self._steps: dict[tuple[str, str, str, str], ByCode] = {}
         self.reloads = 0
         self.reload_failures = 0
 
@@ -122,86 +106,59 @@ class Metrics:
         graph = self._graphs.get(plan.name)
         if graph is None:
             graph = self._graphs[plan.name] = GraphSeries(plan.name)
-        steps: dict[StepPlan, StepSeries] = {}
+        steps: dict[StepPlan, ByCode] = {}
         for node in plan.nodes.values():
             for step in node.steps:
-                codes = self._step_codes.setdefault((plan.name, node.name, step.label, step.target), {})
-                duration = self._step_durations.get((plan.name, node.name, step.label))
-                if duration is None:
-                    duration = self._step_durations[(plan.name, node.name, step.label)] = Histogram(DURATION_BUCKETS)
-                steps[step] = StepSeries(codes, duration)
+                steps[step] = self._steps.setdefault((plan.name, node.name, step.label, step.target), {})
         return PlanSeries(graph, steps)
 
     def snapshot(self) -> dict[str, Any]:
-        """Every series as plain JSON-able data (codes become strings)."""
+        """Every series as plain JSON-able data: rows of labels, then bucket counts and sum."""
         return {
-            "graphs": [
-                [g.name, _codes(g.requests), g.duration.counts, g.duration.sum, g.overhead.counts, g.overhead.sum,
-                 g.in_flight]
-                for g in self._graphs.values()
-            ],
-            "step_codes": [[*key, _codes(codes)] for key, codes in self._step_codes.items()],
-            "step_durations": [[*key, h.counts, h.sum] for key, h in self._step_durations.items()],
+            "requests": [[g.name, str(code), h.counts, h.sum] for g in self._graphs.values()
+                         for code, h in g.by_code.items()],
+            "overhead": [[g.name, g.overhead.counts, g.overhead.sum] for g in self._graphs.values()],
+            "in_flight": [[g.name, g.in_flight] for g in self._graphs.values()],
+            "steps": [[*key, str(code), h.counts, h.sum] for key, by_code in self._steps.items()
+                      for code, h in by_code.items()],
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
         }
 
 
-def _codes(codes: Mapping[Code, int]) -> dict[str, int]:
-    return {str(code): n for code, n in codes.items()}
+_HISTOGRAM_ROWS = ("requests", "overhead", "steps")
 
 
 def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Add up snapshots from several processes series by series.
 
-    Counters, histograms and in-flight gauges are summed; reload counters take the
-    largest value, since every worker reloads the same file and a sum would count
-    each reload once per worker.
+    Histograms and in-flight gauges are summed; reload counters take the largest value,
+    since every worker reloads the same file and a sum would count each reload once per
+    worker.
     """
-    graphs: dict[str, list[Any]] = {}
-    step_codes: dict[tuple[str, ...], dict[str, int]] = {}
-    step_durations: dict[tuple[str, ...], list[Any]] = {}
+    rows: dict[str, dict[tuple[str, ...], list[Any]]] = {name: {} for name in _HISTOGRAM_ROWS}
+    in_flight: dict[str, int] = {}
     reloads = failures = 0
     for snap in snapshots:
-        for name, codes, dcounts, dsum, ocounts, osum, in_flight in snap["graphs"]:
-            g = graphs.get(name)
-            if g is None:
-                graphs[name] = [name, dict(codes), list(dcounts), dsum, list(ocounts), osum, in_flight]
-                continue
-            _add_codes(g[1], codes)
-            _add_counts(g[2], dcounts)
-            g[3] += dsum
-            _add_counts(g[4], ocounts)
-            g[5] += osum
-            g[6] += in_flight
-        for *key, codes in snap["step_codes"]:
-            _add_codes(step_codes.setdefault(tuple(key), {}), codes)
-        for *key, counts, total in snap["step_durations"]:
-            h = step_durations.get(tuple(key))
-            if h is None:
-                step_durations[tuple(key)] = [list(counts), total]
-            else:
-                _add_counts(h[0], counts)
-                h[1] += total
+        for name in _HISTOGRAM_ROWS:
+            into = rows[name]
+            for *labels, counts, total in snap[name]:
+                key = tuple(labels)
+                row = into.get(key)
+                if row is None:
+                    into[key] = [list(counts), total]
+                else:
+                    row[0] = [a + b for a, b in zip(row[0], counts, strict=True)]
+                    row[1] += total
+        for graph, n in snap["in_flight"]:
+            in_flight[graph] = in_flight.get(graph, 0) + n
         reloads = max(reloads, snap["reloads"])
         failures = max(failures, snap["reload_failures"])
-    return {
-        "graphs": list(graphs.values()),
-        "step_codes": [[*key, codes] for key, codes in step_codes.items()],
-        "step_durations": [[*key, h[0], h[1]] for key, h in step_durations.items()],
-        "reloads": reloads,
-        "reload_failures": failures,
-    }
-
-
-def _add_codes(into: dict[str, int], codes: Mapping[str, int]) -> None:
-    for code, n in codes.items():
-        into[code] = into.get(code, 0) + n
-
-
-def _add_counts(into: list[int], counts: list[int]) -> None:
-    for i, n in enumerate(counts):
-        into[i] += n
+    merged: dict[str, Any] = {name: [[*key, *row] for key, row in rows[name].items()] for name in _HISTOGRAM_ROWS}
+    merged["in_flight"] = [[graph, n] for graph, n in in_flight.items()]
+    merged["reloads"] = reloads
+    merged["reload_failures"] = failures
+    return merged
 
 
 # --- the text exposition format (version 0.0.4) ----------------------------------------
@@ -266,31 +223,45 @@ class _Writer:
         self.sample(name + "_count", labels, running)
 
 
+def _sum_by(rows: Iterable[list[Any]], width: int) -> dict[tuple[str, ...], tuple[list[int], float]]:
+    """Histogram rows added up over all but their first ``width`` labels."""
+    out: dict[tuple[str, ...], tuple[list[int], float]] = {}
+    for row in rows:
+        key, counts, total = tuple(row[:width]), row[-2], row[-1]
+        seen = out.get(key)
+        out[key] = (counts, total) if seen is None else (
+            [a + b for a, b in zip(seen[0], counts, strict=True)], seen[1] + total)
+    return out
+
+
+def _code_order(row: list[Any]) -> tuple[Any, ...]:
+    return (*row[:-3], row[-3].rjust(9))  # numeric codes in numeric order, words after
+
+
 def render(snapshot: Mapping[str, Any], workers: int = 1) -> bytes:
     """The snapshot as Prometheus text exposition, every family with HELP and TYPE."""
     w = _Writer()
-    graphs = sorted(snapshot["graphs"])
+    requests = sorted(snapshot["requests"], key=_code_order)
     w.family("graph_router_requests_total")
-    for name, codes, *_ in graphs:
-        for code in sorted(codes):
-            w.sample("graph_router_requests_total", [("graph", name), ("code", code)], codes[code])
+    for graph, code, counts, _ in requests:
+        w.sample("graph_router_requests_total", [("graph", graph), ("code", code)], sum(counts))
     w.family("graph_router_request_duration_seconds")
-    for name, _, dcounts, dsum, *_ in graphs:
-        w.histogram("graph_router_request_duration_seconds", [("graph", name)], DURATION_BUCKETS, dcounts, dsum)
+    for (graph,), (counts, total) in sorted(_sum_by(requests, 1).items()):
+        w.histogram("graph_router_request_duration_seconds", [("graph", graph)], DURATION_BUCKETS, counts, total)
     w.family("graph_router_overhead_seconds")
-    for name, *_, ocounts, osum, _ in graphs:
-        w.histogram("graph_router_overhead_seconds", [("graph", name)], OVERHEAD_BUCKETS, ocounts, osum)
+    for graph, counts, total in sorted(snapshot["overhead"]):
+        w.histogram("graph_router_overhead_seconds", [("graph", graph)], OVERHEAD_BUCKETS, counts, total)
     w.family("graph_router_in_flight_requests")
-    for name, *_, in_flight in graphs:
-        w.sample("graph_router_in_flight_requests", [("graph", name)], in_flight)
+    for graph, n in sorted(snapshot["in_flight"]):
+        w.sample("graph_router_in_flight_requests", [("graph", graph)], n)
+    steps = sorted(snapshot["steps"], key=_code_order)
     w.family("graph_router_step_requests_total")
-    for graph, node, step, service, codes in sorted(snapshot["step_codes"]):
-        for code in sorted(codes):
-            w.sample("graph_router_step_requests_total",
-                     [("graph", graph), ("node", node), ("step", step), ("service", service), ("code", code)],
-                     codes[code])
+    for graph, node, step, service, code, counts, _ in steps:
+        w.sample("graph_router_step_requests_total",
+                 [("graph", graph), ("node", node), ("step", step), ("service", service), ("code", code)],
+                 sum(counts))
     w.family("graph_router_step_duration_seconds")
-    for graph, node, step, counts, total in sorted(snapshot["step_durations"]):
+    for (graph, node, step), (counts, total) in sorted(_sum_by(steps, 3).items()):
         w.histogram("graph_router_step_duration_seconds", [("graph", graph), ("node", node), ("step", step)],
                     DURATION_BUCKETS, counts, total)
     w.family("graph_router_graph_reloads_total")

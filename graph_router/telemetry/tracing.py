@@ -6,6 +6,10 @@ service is a CLIENT span under its node, whose context is injected into that cal
 ``traceparent``/``tracestate`` headers whatever ``PROPAGATE_HEADERS`` says: the
 services' own spans then hang under the router's.
 
+A request the sampler leaves out gets a non-recording server span and no node or
+step spans (the executor then takes its untraced path); its step calls still carry
+its context, flagged not sampled, so the services' parent-based samplers agree.
+
 Off unless the standard ``OTEL_*`` variables ask for it (:func:`tracer_from_env`).
 Off, there is no tracer at all: the request path tests one reference per request,
 node and step call, and builds no span objects.
@@ -105,15 +109,19 @@ class GraphTracer:
             f"step {node.name}/{step.label}", kind=SpanKind.CLIENT,
             attributes={GRAPH: graph, NODE: node.name, STEP: step.label, SERVICE: step.target, URL: step.url or ""},
         ) as span:
-            carried: CIMultiDict[str] = CIMultiDict(headers)
-            carried.popall("traceparent", None)
-            carried.popall("tracestate", None)
-            self._propagator.inject(carried)
-            result = await send(carried)
+            result = await send(self.carried(headers))
             span.set_attribute(STATUS, result.status)
             if not result.ok:
                 span.set_status(Status(StatusCode.ERROR, f"the service answered {result.status}"))
             return result
+
+    def carried(self, headers: CIMultiDict[str]) -> CIMultiDict[str]:
+        """A copy of ``headers`` carrying the current span's context, replacing any propagated one."""
+        carried: CIMultiDict[str] = CIMultiDict(headers)
+        carried.popall("traceparent", None)
+        carried.popall("tracestate", None)
+        self._propagator.inject(carried)
+        return carried
 
     def shutdown(self) -> None:
         """Flush and stop exporting (blocking: call from a thread at shutdown)."""
