@@ -152,7 +152,11 @@ class ServerConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self._queue: deque[Request] = deque()
+        # One task per connection, started with its first request and kept for its life:
+        # waking it for the next request costs less than creating a task per request.
         self._task: asyncio.Task[None] | None = None
+        self._more: asyncio.Future[None] | None = None
+        self._handling = False
         # One deadline per connection, checked by the server's sweeper twice a second:
         # cheaper than creating and cancelling a timer handle for every request.
         self.deadline = _NEVER
@@ -194,7 +198,7 @@ class ServerConnection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self._task is not None or bool(self._queue) or self._in_message
+        return self._handling or bool(self._queue) or self._in_message
 
     def close_when_idle(self, grace: float) -> None:
         """Shutdown: close after the answer in progress, or after ``grace`` seconds idle.
@@ -240,7 +244,7 @@ class ServerConnection(asyncio.Protocol):
             self._close()
         elif self._in_message:
             self._reject(408, "Request Timeout", "the request did not arrive in time")
-        elif self._task is None and not self._queue:
+        elif not self._handling and not self._queue:
             self._close()
 
     # --- parsing --------------------------------------------------------------------
@@ -345,6 +349,8 @@ class ServerConnection(asyncio.Protocol):
             self.transport.pause_reading()
         if self._task is None:
             self._task = self._loop.create_task(self._serve_queue())
+        elif self._more is not None and not self._more.done():
+            self._more.set_result(None)
 
     def _reject(self, status: int, error: str, cause: str) -> None:
         """Answer a request we will not run, then close: the stream is no longer trusted."""
@@ -359,7 +365,7 @@ class ServerConnection(asyncio.Protocol):
                 + body
             )
         self._closing = True
-        if self._task is None:
+        if not self._handling:
             self._linger()
 
     def _linger(self) -> None:
@@ -378,44 +384,60 @@ class ServerConnection(asyncio.Protocol):
 
     # --- answering ------------------------------------------------------------------
     async def _serve_queue(self) -> None:
-        try:
-            while self._queue and not self._closed:
-                request = self._queue.popleft()
-                if self.transport is not None and len(self._queue) <= self._server.limits.max_pipelined:
-                    self.transport.resume_reading()
-                head_only = request.method == "HEAD"
-                last = (self._closing or self._server.draining) and not self._queue
-                self.handler_deadline = self._loop.time() + self._server.limits.write_timeout
-                try:
-                    answer = await self._server.handler(request)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.exception("unexpected error while answering %s %s", request.method, request.path)
-                    answer = Response(500, error_body("Internal Server Error", "internal error in the router"),
-                                      "application/json")
-                finally:
-                    self.handler_deadline = _NEVER
+        """Answer queued requests in order; between requests, wait for the next one."""
+        while not self._closed:
+            if not self._queue:
+                self._between_requests()
                 if self._closed:
-                    if isinstance(answer, StreamingResponse):
-                        await answer.chunks.aclose()
                     return
-                last = last or ((self._closing or self._server.draining) and not self._queue)
-                if last:
-                    self._closing = True
-                if isinstance(answer, StreamingResponse):
-                    await self._write_stream(answer, head_only, last)
-                else:
-                    self._write(answer, head_only, last)
+                self._more = self._loop.create_future()
+                try:
+                    await self._more
+                finally:
+                    self._more = None
+                continue
+            self._handling = True
+            try:
+                await self._answer(self._queue.popleft())
+            finally:
+                self._handling = False
+
+    def _between_requests(self) -> None:
+        """Nothing queued: finish a rejected or closing connection, else wait idle."""
+        if self._rejected:
+            self._linger()
+        elif self._closing and not self._in_message:
+            self._close()
+        elif not self._in_message:
+            self._arm(self._server.limits.idle_timeout)
+
+    async def _answer(self, request: Request) -> None:
+        if self.transport is not None and len(self._queue) <= self._server.limits.max_pipelined:
+            self.transport.resume_reading()
+        head_only = request.method == "HEAD"
+        last = (self._closing or self._server.draining) and not self._queue
+        self.handler_deadline = self._loop.time() + self._server.limits.write_timeout
+        try:
+            answer = await self._server.handler(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("unexpected error while answering %s %s", request.method, request.path)
+            answer = Response(500, error_body("Internal Server Error", "internal error in the router"),
+                              "application/json")
         finally:
-            self._task = None
-            if not self._closed:
-                if self._rejected:
-                    self._linger()
-                elif self._closing and not self._queue and not self._in_message:
-                    self._close()
-                elif not self._in_message and not self._queue:
-                    self._arm(self._server.limits.idle_timeout)
+            self.handler_deadline = _NEVER
+        if self._closed:
+            if isinstance(answer, StreamingResponse):
+                await answer.chunks.aclose()
+            return
+        last = last or ((self._closing or self._server.draining) and not self._queue)
+        if last:
+            self._closing = True
+        if isinstance(answer, StreamingResponse):
+            await self._write_stream(answer, head_only, last)
+        else:
+            self._write(answer, head_only, last)
 
     def _head(self, status: int, content_type: str | None, headers: list[tuple[str, str]] | None,
               last: bool) -> list[bytes]:
