@@ -157,3 +157,24 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
         delays = [backoff_delay(attempt, settings, rng) for _ in range(50)]
         assert all(step / 2 <= d <= step for d in delays)
         assert len(set(delays)) > 1, "jittered"
+
+
+def test_rendered_file_keeps_the_extensions_annotation() -> None:
+    """The file the sidecar writes carries the extensions annotation, so the router applies the extensions."""
+    import yaml
+
+    from graph_router.controller.reconcile import render
+    from graph_router.extensions import ANNOTATION
+    from graph_router.loader import load_graph_text
+    from graph_router.plan import compile_graph
+
+    ext = yaml.safe_dump({"steps": {"root/a": {"request": {"q": "{{ $request.question }}"}}}})
+    obj = {"apiVersion": "serving.kserve.io/v1alpha1", "kind": "InferenceGraph",
+           "metadata": {"name": "g", "namespace": "ns", "annotations": {ANNOTATION: ext, "other": "dropped"}},
+           "spec": {"nodes": {"root": {"routerType": "Sequence", "steps": [{"name": "a", "serviceName": "m"}]}}}}
+    content = render(obj, "ns", "g", {"m": "http://m.ns.svc/v1/models/m:predict"})
+    plan = compile_graph(load_graph_text(content.decode(), "graph.json"))
+    step = plan.root.steps[0]
+    assert step.url == "http://m.ns.svc/v1/models/m:predict"
+    assert step.template is not None
+    assert step.template.render({"$request": b'{"question": "hi"}'}, "a") == b'{"q":"hi"}'

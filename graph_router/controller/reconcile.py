@@ -25,6 +25,7 @@ import orjson
 import pydantic
 
 from ..errors import GraphError, GraphValidationError
+from ..extensions import ANNOTATION as EXTENSIONS_ANNOTATION
 from ..loader import load_graph_text
 from ..plan import compile_graph
 from ..spec import API_VERSION, KIND, InferenceGraph
@@ -78,8 +79,9 @@ def service_names(graph: InferenceGraph) -> list[str]:
 def render(obj: dict[str, Any], namespace: str, name: str, urls: dict[str, str]) -> bytes:
     """The resolved resource as KServe would hand it to its router: serviceUrl beside serviceName.
 
-    A step that already has a serviceUrl keeps it, as in KServe. Keys are sorted so the
-    same graph always renders to the same bytes.
+    A step that already has a serviceUrl keeps it, as in KServe. The extensions annotation
+    is carried over (KServe's controller passes only the spec; ours passes the
+    extensions too). Keys are sorted so the same graph always renders to the same bytes.
     """
     spec = copy.deepcopy(obj.get("spec") or {})
     for node in (spec.get("nodes") or {}).values():
@@ -87,7 +89,12 @@ def render(obj: dict[str, Any], namespace: str, name: str, urls: dict[str, str])
             service = step.get("serviceName")
             if service and not step.get("serviceUrl"):
                 step["serviceUrl"] = urls[service]
-    doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    extensions = ((obj.get("metadata") or {}).get("annotations") or {}).get(EXTENSIONS_ANNOTATION)
+    if extensions is not None:
+        # graph_router's extensions live in this annotation: the router must see it too.
+        metadata["annotations"] = {EXTENSIONS_ANNOTATION: extensions}
+    doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
