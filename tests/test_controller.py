@@ -141,7 +141,9 @@ async def test_graph_create_update_delete(fake: FakeKube, start_controller: Any)
         "qwen-llm": v1(f"http://qwen-llm.{NS}.svc.cluster.local", "qwen-llm"),
     }
     written = orjson.loads(output.read_bytes())
-    assert written["metadata"] == {"name": GRAPH, "namespace": NS}
+    extensions = rag_graph()["metadata"]["annotations"]["graph-router.io/extensions"]
+    assert written["metadata"] == {"name": GRAPH, "namespace": NS,
+                                   "annotations": {"graph-router.io/extensions": extensions}}
     assert written["spec"]["routerTimeouts"] == {"serviceClient": 120}
     await eventually(lambda: conditions(fake).get("Ready", {}).get("status") == "True", "Ready=True")
     status = fake.get(IG, NS, GRAPH)["status"]
@@ -150,6 +152,7 @@ async def test_graph_create_update_delete(fake: FakeKube, start_controller: Any)
     assert conditions(fake)["ServicesResolved"]["status"] == "True"
 
     updated = rag_graph()
+    updated["metadata"].pop("annotations")  # its templates read the retrieval step
     del updated["spec"]["nodes"]["root"]["steps"][1]  # no retrieval step any more
     fake.put(IG, updated)
     await eventually(lambda: "vector-search" not in step_urls(output), "the updated graph file")
@@ -272,6 +275,7 @@ async def test_invalid_graph_update_keeps_the_last_good_graph(fake: FakeKube, st
     assert output.read_bytes() == good
 
     fixed = rag_graph()
+    fixed["metadata"].pop("annotations")  # its templates name the step being renamed
     fixed["spec"]["nodes"]["root"]["steps"][0]["name"] = "embed-question"
     fake.put(IG, fixed)
     await eventually(lambda: b"embed-question" in output.read_bytes(), "the fixed graph")
@@ -482,6 +486,7 @@ async def test_router_takes_the_new_graph_while_requests_are_in_flight(
     old = await start_service({"/v1/models/qwen-llm:predict": slow_old})
     new = await start_service({"/v1/models/qwen-llm:predict": (200, {"served_by": "new"})})
     graph = rag_graph()
+    graph["metadata"].pop("annotations")  # its templates name steps this graph leaves out
     graph["spec"]["nodes"]["root"]["steps"] = [{"name": "generate", "serviceName": "qwen-llm"}]
     fake.put(IG, graph)
     fake.put(ISVC, isvc("qwen-llm", old.base))
