@@ -155,3 +155,25 @@ def test_service_url_must_be_http() -> None:
     """A serviceUrl that is not an http(s) URL is rejected at load."""
     problems = _problems({"nodes": {"root": {"routerType": "Sequence", "steps": [{"serviceUrl": "ftp://x"}]}}})
     assert "is not an http(s) URL" in problems[0]
+
+
+def test_validate_command_summarises_and_lists_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`graph-router validate` prints one line per valid graph and every problem of an invalid one, exit 1."""
+    from graph_router.cli import main
+
+    samples = Path(__file__).resolve().parents[1] / "config" / "samples"
+    assert main(["validate", str(samples / "rag-pipeline.yaml"), str(samples / "classic-v1-chain.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert "OK graph 'rag-pipeline'" in out[0] and "3 step(s)" in out[0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes:\n  root:\n    routerType: Splitter\n    steps:\n"
+                   "      - {serviceUrl: 'http://a/', weight: 60}\n      - {nodeName: ghost, weight: 30}\n")
+    assert main(["validate", str(samples / "rag-pipeline.yaml"), str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert "OK graph 'rag-pipeline'" in captured.out
+    assert f"{bad}: INVALID" in captured.err
+    assert "weights sum to 90" in captured.err
+    assert "nodeName 'ghost' is not a node of this graph" in captured.err
