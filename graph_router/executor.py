@@ -11,12 +11,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from multidict import CIMultiDict
 
 from . import gjson
+from .conditions import exists_parsed
 from .errors import NodeFailure, NoRouteMatched, RequestError
 from .mapping import v2_outputs_to_inputs
 from .plan import GraphPlan, NodePlan, StepPlan
@@ -212,9 +213,11 @@ class Executor:
                     sources.update(named)
                 request = step.template.render(sources, step.label)
             if step.condition is not None:
-                if response is None or not gjson.valid(response):
+                parsed = _parse_for_conditions(response)
+                if parsed is _INVALID:
                     raise NodeFailure("invalid response")
-                if not self._condition(ctx, node, step, step.condition.exists(response)):
+                assert response is not None
+                if not self._condition(ctx, node, step, _matches(step, response, parsed)):
                     return StepResponse(200, response)
             last = step.index == len(node.steps) - 1
             try:
@@ -231,10 +234,12 @@ class Executor:
         raise NodeFailure(f"node {node.name} has no steps")  # validation rejects such graphs
 
     async def _switch(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> StepResponse:
-        if gjson.valid(body):
-            for step in node.steps:
-                if step.condition is not None and self._condition(ctx, node, step, step.condition.exists(body)):
-                    return await self._step(node, step, _templated(step, body, ctx), ctx, tail)
+        parsed = _parse_for_conditions(body)  # once for every condition
+        if parsed is _INVALID:
+            raise NoRouteMatched()
+        for step in node.steps:
+            if step.condition is not None and self._condition(ctx, node, step, _matches(step, body, parsed)):
+                return await self._step(node, step, _templated(step, body, ctx), ctx, tail)
         raise NoRouteMatched()
 
     async def _splitter(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> StepResponse:
@@ -280,6 +285,30 @@ class Executor:
         if not is_object:
             raise NodeFailure(f"ensemble step {step.label} did not answer with a JSON object")
         return result
+
+
+_UNPARSED = object()  # valid JSON for gjson, but not for orjson: conditions read the raw text
+_INVALID = object()  # not JSON at all (KServe: conditions cannot be tested)
+
+
+def _parse_for_conditions(body: bytes | None) -> Any:
+    """The body parsed once for its conditions: a value, _UNPARSED or _INVALID."""
+    if body is None:
+        return _INVALID
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _UNPARSED if gjson.valid(body) else _INVALID
+
+
+def _matches(step: StepPlan, body: bytes, parsed: Any) -> bool:
+    """Whether the step's condition exists in ``body`` (``parsed``: the same, parsed)."""
+    assert step.condition is not None
+    if parsed is not _UNPARSED and step.fast_condition is not None:
+        answer = exists_parsed(step.fast_condition, parsed)
+        if answer is not None:
+            return answer
+    return step.condition.exists(body)
 
 
 def _templated(step: StepPlan, body: bytes, ctx: RequestContext) -> bytes:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from . import gjson
+from .conditions import Test, compile_fast
 from .errors import GraphError, GraphValidationError
 from .extensions import ANNOTATION, GraphExtensions, StepExtension, StepPolicy, read_extensions
 from .mapping import Template
@@ -50,6 +51,7 @@ class StepPlan:
     service_name: str | None
     node: NodePlan | None
     template: Template | None = None
+    fast_condition: Test | None = None  # the condition on a parsed document, when its shape allows
     v2_rename: Mapping[str, str] | None = None  # set: map the previous answer's outputs to inputs
     v2_only: list[str] | None = None
     policy: StepPolicy | None = None
@@ -223,6 +225,7 @@ def _build_node(
                 use_response=step.data == "$response",
                 map_predictions=bool(step.map_predictions_to_instances),
                 condition=gjson.compile_path(step.condition) if step.condition else None,
+                fast_condition=compile_fast(step.condition) if step.condition else None,
                 weight=step.weight or 0,
                 url=url,
                 service_name=step.service_name,
