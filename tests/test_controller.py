@@ -36,6 +36,7 @@ from graph_router.upstream import UpstreamClient
 
 NS = "models"
 GRAPH = "rag-pipeline"
+RAG_SERVICES = ("bge-embedder", "vector-search", "qwen-llm")
 IG = "inferencegraphs"
 ISVC = "inferenceservices"
 SAMPLES = Path(__file__).resolve().parents[1] / "config" / "samples"
@@ -63,6 +64,13 @@ def rag_graph() -> dict[str, Any]:
     doc["metadata"]["namespace"] = NS
     return doc
 
+
+
+def seed_rag(fake: FakeKube, url_suffix: str = "") -> None:
+    """The sample RAG graph and its three InferenceServices, ready, in the fake cluster."""
+    for name in RAG_SERVICES:
+        fake.put(ISVC, isvc(name, f"http://{name}{url_suffix}"))
+    fake.put(IG, rag_graph())
 
 def isvc(name: str, url: str | None = None, *, predictor: dict[str, Any] | None = None,
          transformer: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -128,7 +136,7 @@ async def start_controller(fake: FakeKube, tmp_path: Path) -> AsyncIterator[Call
 
 async def test_graph_create_update_delete(fake: FakeKube, start_controller: Any) -> None:
     """A created graph is written resolved with Ready status; an update rewrites it; a delete keeps the file."""
-    for name in ("bge-embedder", "vector-search", "qwen-llm"):
+    for name in RAG_SERVICES:
         fake.put(ISVC, isvc(name, f"http://{name}.{NS}.svc.cluster.local"))
     controller = await start_controller(url="http://rag-pipeline.models.example")
     output = controller.settings.output
@@ -203,9 +211,7 @@ async def test_service_that_becomes_ready_late(fake: FakeKube, start_controller:
 
 async def test_changed_service_url_rewrites_the_file(fake: FakeKube, start_controller: Any) -> None:
     """A changed status.address.url is picked up without any change to the graph (KServe misses it)."""
-    for name in ("bge-embedder", "vector-search", "qwen-llm"):
-        fake.put(ISVC, isvc(name, f"http://{name}-v1"))
-    fake.put(IG, rag_graph())
+    seed_rag(fake, "-v1")
     controller = await start_controller()
     output = controller.settings.output
     await eventually(lambda: conditions(fake).get("Ready", {}).get("status") == "True", "Ready=True")
@@ -249,9 +255,7 @@ async def test_resolution_follows_kserve_rules(fake: FakeKube, start_controller:
 
 async def test_invalid_graph_update_keeps_the_last_good_graph(fake: FakeKube, start_controller: Any) -> None:
     """An invalid update leaves the file alone and says why in status; fixing it resumes."""
-    for name in ("bge-embedder", "vector-search", "qwen-llm"):
-        fake.put(ISVC, isvc(name, f"http://{name}"))
-    fake.put(IG, rag_graph())
+    seed_rag(fake)
     controller = await start_controller()
     output = controller.settings.output
     await eventually(lambda: conditions(fake).get("Ready", {}).get("status") == "True", "Ready=True")
@@ -285,7 +289,7 @@ async def test_invalid_graph_update_keeps_the_last_good_graph(fake: FakeKube, st
 async def test_status_patches_carry_only_changes_and_keep_other_conditions(
         fake: FakeKube, start_controller: Any) -> None:
     """A generation bump patches observedGeneration alone; conditions of other owners survive."""
-    for name in ("bge-embedder", "vector-search", "qwen-llm"):
+    for name in RAG_SERVICES:
         fake.put(ISVC, isvc(name, f"http://{name}"))
     graph = rag_graph()
     graph["status"] = {"conditions": [{"type": "Stopped", "status": "False",
@@ -342,9 +346,7 @@ async def test_two_sidecars_do_not_fight_over_status(fake: FakeKube, start_contr
 async def test_dropped_watch_resumes_from_the_last_resource_version(
         fake: FakeKube, start_controller: Any) -> None:
     """A cut watch reconnects from where it was, without a relist, and misses nothing."""
-    for name in ("bge-embedder", "vector-search", "qwen-llm"):
-        fake.put(ISVC, isvc(name, f"http://{name}"))
-    fake.put(IG, rag_graph())
+    seed_rag(fake)
     controller = await start_controller()
     output = controller.settings.output
     await eventually(output.exists, "the graph file")
@@ -377,9 +379,7 @@ async def test_bookmarks_move_the_resource_version(fake: FakeKube, start_control
 
 async def test_410_gone_relists(fake: FakeKube, start_controller: Any) -> None:
     """An ERROR event with 410 makes the watcher list again and carry on from the new version."""
-    for name in ("bge-embedder", "vector-search", "qwen-llm"):
-        fake.put(ISVC, isvc(name, f"http://{name}"))
-    fake.put(IG, rag_graph())
+    seed_rag(fake)
     controller = await start_controller()
     output = controller.settings.output
     await eventually(output.exists, "the graph file")
@@ -395,9 +395,7 @@ async def test_410_gone_relists(fake: FakeKube, start_controller: Any) -> None:
 
 async def test_periodic_resync_catches_a_missed_event(fake: FakeKube, start_controller: Any) -> None:
     """A change whose event never arrived is found by the next periodic relist."""
-    for name in ("bge-embedder", "vector-search", "qwen-llm"):
-        fake.put(ISVC, isvc(name, f"http://{name}"))
-    fake.put(IG, rag_graph())
+    seed_rag(fake)
     controller = await start_controller(watch=dataclasses.replace(FAST, resync_seconds=0.6))
     output = controller.settings.output
     await eventually(output.exists, "the graph file")
@@ -423,9 +421,7 @@ async def test_unknown_event_types_are_skipped(fake: FakeKube, start_controller:
 
 async def test_api_server_restart_is_survived(fake: FakeKube, start_controller: Any) -> None:
     """The API server going away and coming back with a new watch cache: back off, relist, catch up."""
-    for name in ("bge-embedder", "vector-search", "qwen-llm"):
-        fake.put(ISVC, isvc(name, f"http://{name}"))
-    fake.put(IG, rag_graph())
+    seed_rag(fake)
     controller = await start_controller()
     output = controller.settings.output
     await eventually(output.exists, "the graph file")
@@ -540,9 +536,7 @@ async def test_router_takes_the_new_graph_while_requests_are_in_flight(
 
 async def test_controller_command_end_to_end(fake: FakeKube, tmp_path: Path) -> None:
     """`graph-router controller ...` writes the file, reports the --url, and exits 0 on SIGTERM."""
-    for name in ("bge-embedder", "vector-search", "qwen-llm"):
-        fake.put(ISVC, isvc(name, f"http://{name}"))
-    fake.put(IG, rag_graph())
+    seed_rag(fake)
     output = tmp_path / "out" / "graph.json"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "graph_router", "controller", "--namespace", NS, "--name", GRAPH,
