@@ -143,3 +143,16 @@ async def test_idle_keepalive_connection_is_closed(start_service: Any, start_rou
     answer = await exchange(router.url, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", read_for=5)
     assert status_of(answer) == 200
     assert loop.time() - started < 3
+
+
+async def test_answers_during_drain_close_their_connection(start_service: Any, start_router: Any) -> None:
+    """While draining, every answer says Connection: close, so clients leave kept-alive connections."""
+    svc = await start_service({"/m": echo})
+    router = await start_router(one_step(svc.url("/m")))
+    before = await exchange(router.url, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", read_for=0.5)
+    assert b"Connection: close" not in before
+    assert router.router.http_server is not None
+    router.router.http_server.start_draining()
+    during = await exchange(router.url, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", read_for=2)
+    assert status_of(during) == 200
+    assert b"\r\nConnection: close\r\n" in during
