@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from .errors import DeadlineExceeded, RequestError
 from .executor import Executor
 from .headers import HeaderPropagator
-from .httpserver import HTTPServer, Request, Response, ServerLimits, StreamingResponse
+from .httpserver import HTTPServer, Request, Response, ServerLimits, StreamingResponse, error_body
 from .plan import GraphPlan, Timeouts
 from .settings import ServerSettings
 from .telemetry import RequestProbe, Telemetry, WorkerGroup, tracer_from_env
@@ -34,7 +34,7 @@ GRAPH_FAILED = "Failed to process request"
 JSON = "application/json"
 
 def _error_response(status: int, cause: str, error: str = GRAPH_FAILED) -> Response:
-    return Response(status, orjson.dumps({"error": error, "cause": cause}), JSON)
+    return Response(status, error_body(error, cause), JSON)
 
 
 def _content_type(body: bytes) -> str:
@@ -81,7 +81,7 @@ class _Relay:
             self._ended = True
             logger.warning("graph %s: streamed answer failed: %s", self._graph, exc.cause)
             if self._sse:
-                return b"event: error\ndata: " + orjson.dumps({"error": GRAPH_FAILED, "cause": exc.cause}) + b"\n\n"
+                return b"event: error\ndata: " + error_body(GRAPH_FAILED, exc.cause) + b"\n\n"
             raise
 
     async def aclose(self) -> None:

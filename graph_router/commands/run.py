@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 from multidict import CIMultiDict
 
 from ..errors import GraphError, RequestError
 from ..executor import Executor
 from ..headers import HeaderPropagator
+from ..httpserver import error_body
 from ..loader import load_graph_file
 from ..plan import compile_graph
 from ..server import GRAPH_FAILED
@@ -90,7 +90,7 @@ async def _run(
                 if answer.stream is not None:
                     out = await _print_stream(answer.stream)
             except RequestError as exc:
-                status, out = exc.status, orjson.dumps({"error": GRAPH_FAILED, "cause": exc.cause})
+                status, out = exc.status, error_body(GRAPH_FAILED, exc.cause)
             took = (time.perf_counter() - started) * 1000
         finally:
             await client.close()

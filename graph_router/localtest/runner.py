@@ -24,6 +24,7 @@ from .. import gjson
 from ..errors import GraphError, RequestError
 from ..executor import Executor
 from ..headers import HeaderPropagator
+from ..httpserver import error_body
 from ..plan import compile_graph
 from ..server import GRAPH_FAILED
 from ..spec import InferenceGraph
@@ -165,7 +166,7 @@ class SuiteRunner:
                 result.status, result.body = answer.status, await answer.whole()
         except RequestError as exc:
             result.status = exc.status
-            result.body = orjson.dumps({"error": GRAPH_FAILED, "cause": exc.cause})
+            result.body = error_body(GRAPH_FAILED, exc.cause)
         except TimeoutError:
             result.outcome = "error"
             result.calls = list(self._stubs.calls)
