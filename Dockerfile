@@ -6,18 +6,22 @@
 #
 #   docker build -t graph-router:0.1.0 .
 
-FROM python:3.11-slim AS build
+# The full image has the C compiler that Cython's build of the request path needs
+# (setup.py); the runtime image is the slim one of the same Python and Debian release.
+FROM python:3.11-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY graph_router ./graph_router
 # A venv holds the app and its dependencies, so the runtime stage copies one directory.
-# pip compiles the bytecode here: the runtime filesystem is read-only.
+# pip compiles the bytecode here: the runtime filesystem is read-only. The build must
+# come out compiled: a pure-Python image would work, at about 1.4x the CPU per request.
 RUN python -m venv /opt/graph-router \
- && /opt/graph-router/bin/pip install .
+ && /opt/graph-router/bin/pip install . \
+ && cd / && /opt/graph-router/bin/python -c "import sys, graph_router; sys.exit(not graph_router.compiled_modules())"
 
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 COPY --from=build /opt/graph-router /opt/graph-router
 ENV PATH=/opt/graph-router/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,24 +24,31 @@ from .spec import RouterType
 from .upstream import StepResponse, UpstreamClient
 
 if TYPE_CHECKING:
-    from .telemetry import RequestProbe
+    from .telemetry.recorder import RequestProbe
 
 
-@dataclass(slots=True)
 class RequestContext:
     """What every step of one graph request shares.
 
     ``explain``: when a list, every node entered, condition tested and step run appends
     one small dict to it, in execution order (the path the request took). None (the
     default) records nothing and costs one ``is None`` test per event.
+    ``request_body``: the graph's original request, for $request in templates.
+    ``probe``: the server's metrics and spans; None outside the server.
+    ``deadline``: loop time by which the whole request must be answered.
     """
 
-    headers: CIMultiDict[str]
-    step_timeout: float | None
-    explain: list[dict[str, object]] | None = None
-    request_body: bytes = b""  # the graph's original request, for $request in templates
-    probe: RequestProbe | None = None  # the server's metrics and spans; None outside the server
-    deadline: float | None = None  # loop time by which the whole request must be answered
+    __slots__ = ("deadline", "explain", "headers", "probe", "request_body", "step_timeout")
+
+    def __init__(self, headers: CIMultiDict[str], step_timeout: float | None,
+                 explain: list[dict[str, object]] | None = None, request_body: bytes = b"",
+                 probe: RequestProbe | None = None, deadline: float | None = None) -> None:
+        self.headers = headers
+        self.step_timeout = step_timeout
+        self.explain = explain
+        self.request_body = request_body
+        self.probe = probe
+        self.deadline = deadline
 
 
 def map_predictions_to_instances(body: bytes) -> bytes:
@@ -255,17 +261,12 @@ class Executor:
         """Members never stream: their answers are merged into one object."""
         bodies = [_templated(s, body, ctx) for s in node.steps]
         try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(self._ensemble_member(node, s, b, ctx))
-                    for s, b in zip(node.steps, bodies, strict=True)
-                ]
-        except* RequestError as eg:
-            # Siblings were cancelled by the TaskGroup; any member's failure fails the node.
-            first = eg.exceptions[0]
-            assert isinstance(first, RequestError)
-            raise _as_child_failure(first) from None
-        results = [t.result() for t in tasks]
+            results = await _all_or_none(
+                [self._ensemble_member(node, s, b, ctx) for s, b in zip(node.steps, bodies, strict=True)]
+            )
+        except RequestError as exc:
+            # Siblings were cancelled; any member's failure fails the node.
+            raise _as_child_failure(exc) from None
         for step, result in zip(node.steps, results, strict=True):
             if step.hard and not result.ok:
                 return result
@@ -285,6 +286,59 @@ class Executor:
         if not is_object:
             raise NodeFailure(f"ensemble step {step.label} did not answer with a JSON object")
         return result
+
+
+class _Members:
+    """The members of one Ensemble run: their tasks and how many are still running.
+
+    A class rather than a closure: in the compiled build a closure inside a coroutine
+    forms a reference cycle, which only the garbage collector would free, per request.
+    """
+
+    __slots__ = ("failures", "finished", "pending", "tasks")
+
+    def __init__(self, tasks: list[asyncio.Task[StepResponse]], finished: asyncio.Future[None]) -> None:
+        self.tasks = tasks
+        self.finished = finished
+        self.failures: list[BaseException] = []
+        self.pending = len(tasks)
+
+    def settle(self, task: asyncio.Task[StepResponse]) -> None:
+        """A member ended: its failure (the first one) cancels the others."""
+        self.pending -= 1
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                self.failures.append(exc)
+                if len(self.failures) == 1:
+                    for other in self.tasks:
+                        other.cancel()  # no-op for those already done
+        if self.pending == 0 and not self.finished.done():
+            self.finished.set_result(None)
+
+
+async def _all_or_none(coros: list[Coroutine[Any, Any, StepResponse]]) -> list[StepResponse]:
+    """Run ``coros`` concurrently: every answer, or the first failure (the rest cancelled).
+
+    What asyncio.TaskGroup does for this case, without its interpreted-Python
+    bookkeeping per task (an Ensemble runs this on every request). No member outlives
+    the call: if the caller is cancelled, so are the members, and they are awaited.
+    """
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(c) for c in coros]
+    members = _Members(tasks, loop.create_future())
+    for task in tasks:
+        task.add_done_callback(members.settle)
+    try:
+        await members.finished
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        raise
+    if members.failures:
+        raise members.failures[0]
+    return [task.result() for task in tasks]  # a member cancelled on its own raises CancelledError
 
 
 _UNPARSED = object()  # valid JSON for gjson, but not for orjson: conditions read the raw text

@@ -61,19 +61,25 @@ class ResponseTooLarge(ClientError):
     """The answer's body is over the configured limit."""
 
 
-@dataclass(frozen=True, slots=True)
 class Answer:
     """Status, body and the header the router cares about.
 
     ``stream`` is set (and ``body`` empty) when a streaming answer was asked for and the
     service sent one (``text/event-stream``, or a chunked body): iterate it for the body
-    as it arrives. Leaving it early closes the connection.
+    as it arrives. Leaving it early closes the connection. (A plain class: made for
+    every step call, and a dataclass's __init__ stays interpreted in the compiled build.)
     """
 
-    status: int
-    body: bytes
-    content_type: str | None
-    stream: BodyStream | None = None
+    __slots__ = ("body", "content_type", "status", "stream")
+
+    def __init__(self, status: int, body: bytes, content_type: str | None, stream: BodyStream | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.stream = stream
+
+    def __repr__(self) -> str:
+        return f"Answer({self.status}, {self.body[:80]!r}, {self.content_type!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +111,7 @@ def parse_target(url: str) -> Target:
     return Target((parts.scheme, host, port), host, port, tls, head)
 
 
-class _Connection(asyncio.Protocol):
+class _Connection:
     """One keep-alive connection; at most one request in flight."""
 
     def __init__(self, pool: _HostPool, max_body: int) -> None:
@@ -416,7 +422,7 @@ class _HostPool:
         try:
             async with asyncio.timeout(self.client.connect_timeout):
                 _, proto = await self.loop.create_connection(
-                    lambda: _Connection(self, self.client.max_body),
+                    lambda: cast(asyncio.Protocol, _Connection(self, self.client.max_body)),
                     t.host,
                     t.port,
                     ssl=ssl_ctx,
@@ -428,7 +434,7 @@ class _HostPool:
             raise ConnectError(f"TLS handshake with {t.host}:{t.port} failed ({exc.reason})") from exc
         except OSError as exc:
             raise ConnectError(f"cannot connect to {t.host}:{t.port} ({exc.strerror or exc})") from exc
-        return proto
+        return cast(_Connection, proto)
 
     def release(self, conn: _Connection) -> None:
         if conn.reusable and not conn.closed:

@@ -26,7 +26,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Protocol, cast
@@ -39,16 +39,24 @@ logger = logging.getLogger(__name__)
 _NEVER = float("inf")
 
 
-@dataclass(slots=True)
 class Request:
     """One request, whole: the body has arrived in full before the handler runs."""
 
-    method: str
-    path: str
-    query: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    connection: ServerConnection = field(repr=False)
+    # Plain classes rather than dataclasses for the objects made on every request: a
+    # dataclass's generated __init__ stays interpreted Python even in the compiled build.
+    __slots__ = ("body", "connection", "headers", "method", "path", "query")
+
+    def __init__(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes,
+                 connection: ServerConnection) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.connection = connection
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.path!r}, {len(self.body)} bytes)"
 
     def header(self, name: str) -> str | None:
         """The first value of a header, by case-insensitive name."""
@@ -59,14 +67,20 @@ class Request:
         return None
 
 
-@dataclass(slots=True)
 class Response:
     """A whole answer."""
 
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    headers: list[tuple[str, str]] | None = None
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(self, status: int, body: bytes = b"", content_type: str | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {self.body[:80]!r}, {self.content_type!r})"
 
 
 class ChunkSource(Protocol):
@@ -143,7 +157,7 @@ def error_body(error: str, cause: str) -> bytes:
     return orjson.dumps({"error": error, "cause": cause})
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection:
     """One client connection: parse, dispatch in order, answer."""
 
     def __init__(self, server: HTTPServer) -> None:
@@ -504,6 +518,10 @@ class HTTPServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
+    def _new_connection(self) -> asyncio.Protocol:
+        # Duck-typed: a compiled ServerConnection is an extension type, not a Protocol subclass.
+        return cast(asyncio.Protocol, ServerConnection(self))
+
     async def _sweep(self) -> None:
         """Enforce every connection's deadlines, twice a second."""
         while True:
@@ -515,10 +533,10 @@ class HTTPServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False, sock: socket.socket | None = None) -> None:
         self._sweeper = self.loop.create_task(self._sweep())
         if sock is not None:
-            self._server = await self.loop.create_server(lambda: ServerConnection(self), sock=sock, backlog=2048)
+            self._server = await self.loop.create_server(self._new_connection, sock=sock, backlog=2048)
         else:
             self._server = await self.loop.create_server(
-                lambda: ServerConnection(self), host, port, reuse_port=reuse_port, backlog=2048
+                self._new_connection, host, port, reuse_port=reuse_port, backlog=2048
             )
 
     @property
@@ -565,7 +583,7 @@ class HTTPServer:
                     except OSError:
                         break
                     try:
-                        await self.loop.connect_accepted_socket(lambda: ServerConnection(self), conn)
+                        await self.loop.connect_accepted_socket(self._new_connection, conn)
                     except OSError:
                         conn.close()
 

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from multidict import CIMultiDict
 
+from . import compiled_modules
 from .errors import DeadlineExceeded, RequestError
 from .executor import Executor
 from .headers import HeaderPropagator
@@ -236,7 +237,8 @@ async def serve(
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
     side_task = asyncio.create_task(background(router)) if background is not None else None
-    logger.info("graph-router listening on %s:%d", settings.host, settings.port)
+    logger.info("graph-router listening on %s:%d (request path: %s)", settings.host, settings.port,
+                "compiled" if compiled_modules() else "pure Python")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -25,14 +25,24 @@ from .extensions import StepPolicy
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
 class StepResponse:
-    """What a step answered: status and body bytes, or a body still streaming in."""
+    """What a step answered: status and body bytes, or a body still streaming in.
 
-    status: int
-    body: bytes
-    content_type: str | None = None
-    stream: StepStream | None = None
+    A plain class: one is made for every step, and a dataclass's __init__ stays
+    interpreted Python in the compiled build. Treat it as immutable.
+    """
+
+    __slots__ = ("body", "content_type", "status", "stream")
+
+    def __init__(self, status: int, body: bytes, content_type: str | None = None,
+                 stream: StepStream | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.stream = stream
+
+    def __repr__(self) -> str:
+        return f"StepResponse({self.status}, {self.body[:80]!r}, {self.content_type!r})"
 
     @property
     def ok(self) -> bool:

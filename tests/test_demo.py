@@ -13,12 +13,8 @@ import pytest
 from aiohttp import web
 
 from graph_router.demo.llm import DISCLAIMER
-from graph_router.upstream import StepResponse
 
 ROOT = Path(__file__).resolve().parents[1]
-# The router passes a streamed step answer on as it arrives once StepResponse can carry
-# a stream; before that, the demo prints the buffered answer and says so.
-ROUTER_STREAMS = "stream" in StepResponse.__dataclass_fields__
 
 
 async def demo(*args: str, timeout: float = 150) -> tuple[int, str, str]:
@@ -54,12 +50,9 @@ async def test_demo_streams_an_answer_and_exits_0() -> None:
     assert "graph_router forwards the bytes to the client as they arrive" in answer  # passage router-07
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("HTTP 200 text/event-stream, model stand-in-for-vllm")
-    if ROUTER_STREAMS:
-        assert "streamed by the router" in summary, summary
-        reads = int(summary.split(" reads")[0].rsplit(" ", 1)[1])
-        assert reads > 10
-    else:
-        assert "answered in one piece" in summary
+    assert "streamed by the router" in summary, summary
+    reads = int(summary.split(" reads")[0].rsplit(" ", 1)[1])
+    assert reads > 10
 
 
 @pytest.fixture

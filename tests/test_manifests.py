@@ -285,10 +285,12 @@ def dockerfile() -> list[tuple[str, str]]:
 
 
 def test_dockerfile_is_multi_stage_non_root_and_kserve_compatible() -> None:
-    """Two stages on python:3.11-slim, a numeric non-root user, and an entrypoint KServe's args work with."""
+    """A compiling stage, a python:3.11-slim runtime, a numeric non-root user, and KServe's entrypoint."""
     steps = dockerfile()
     froms = [args for word, args in steps if word == "FROM"]
-    assert len(froms) >= 2 and all(f.startswith("python:3.11-slim") for f in froms)
+    assert len(froms) >= 2 and all(f.startswith("python:3.11") for f in froms)
+    assert froms[-1].startswith("python:3.11-slim"), "the runtime stage carries no compiler"
+    assert froms[0].split()[0].split("-")[-1] == froms[-1].split("-")[-1], "same Debian release: same ABI"
     final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM"):]
     users = [args for word, args in final if word == "USER"]
     assert users and re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), "numeric, not root"
@@ -298,6 +300,7 @@ def test_dockerfile_is_multi_stage_non_root_and_kserve_compatible() -> None:
     assert not [w for w, _ in final if w == "CMD"], "no CMD: KServe gives only args"
     run = " ".join(a for w, a in steps if w == "RUN")
     assert "pip install ." in run and not re.search(r"\bcurl\b|\bwget\b", run)
+    assert "compiled_modules()" in run, "the build checks that the request path came out compiled"
     assert 'graph-router = "graph_router.cli:main"' in (ROOT / "pyproject.toml").read_text()
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from conftest import echo
 from metrics_scrape import scrape
 
+from graph_router import compiled_modules
 from graph_router.reload import GraphFileReloader
 from graph_router.telemetry import Telemetry, WorkerGroup
 
@@ -63,7 +64,8 @@ async def test_request_and_step_series_after_known_requests(start_service: Any, 
                        service=svc.url(path), code="200") == 3
         assert m.value("graph_router_step_duration_seconds_count", graph="test", node="root", step=step) == 3
     assert len(m.labelsets("graph_router_step_requests_total")) == 2
-    assert m.value("graph_router_build_info", version="0.1.0", python=sys.version.split()[0]) == 1
+    compiled = "true" if compiled_modules() else "false"
+    assert m.value("graph_router_build_info", version="0.1.0", python=sys.version.split()[0], compiled=compiled) == 1
     assert m.value("graph_router_scrape_workers") == 1
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__
+from .. import __version__, compiled_modules
 from ..plan import GraphPlan, StepPlan
 
 # Upper bounds, in seconds. Request and step times span a cached answer (sub-ms) to
@@ -32,6 +32,9 @@ DURATION_BUCKETS: tuple[float, ...] = (
 OVERHEAD_BUCKETS: tuple[float, ...] = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
 )
+
+# Whether the request path runs compiled (see setup.py): a pure-Python build is slower.
+_COMPILED = "true" if compiled_modules() else "false"
 
 # The ``code`` label where no HTTP status exists.
 CODE_ERROR = "error"  # the step call got no usable answer (refused, reset, timed out)
@@ -270,7 +273,7 @@ def render(snapshot: Mapping[str, Any], workers: int = 1) -> bytes:
     w.sample("graph_router_graph_reload_failures_total", [], snapshot["reload_failures"])
     w.family("graph_router_build_info")
     w.sample("graph_router_build_info",
-             [("version", __version__), ("python", platform.python_version())], 1)
+             [("version", __version__), ("python", platform.python_version()), ("compiled", _COMPILED)], 1)
     w.family("graph_router_scrape_workers")
     w.sample("graph_router_scrape_workers", [], workers)
     w.lines.append("")

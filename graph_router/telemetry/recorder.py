@@ -95,23 +95,21 @@ class RequestProbe:
     request or step, and CPython charges for every call and attribute lookup.
     """
 
-    # Defaults live on the class: a plain request writes only the attributes it uses.
-    explain: list[dict[str, object]] | None = None
-    request_id: str | None = None
-    traceparent: str | None = None
-    tracestate: str | None = None
-    span: Span | None = None
-    token: Token[Context] | None = None
-    extras = False  # explain or a span: work beyond the metrics
-    tracer: GraphTracer | None = None  # set when this request makes node and step spans
-    unsampled = False  # traced, but left out by the sampler
-    _process_tracer: GraphTracer | None = None
-    waited = 0.0  # seconds during which at least one step call was outstanding
-    outstanding = 0
-    wait_from = 0.0
-
     def __init__(self, telemetry: Telemetry, plan: GraphPlan, series: PlanSeries, request: Request) -> None:
         self.started = perf_counter()
+        self.explain: list[dict[str, object]] | None = None
+        self.request_id: str | None = None
+        self.traceparent: str | None = None
+        self.tracestate: str | None = None
+        self.span: Span | None = None
+        self.token: Token[Context] | None = None
+        self.extras = False  # explain or a span: work beyond the metrics
+        self.tracer: GraphTracer | None = None  # set when this request makes node and step spans
+        self.unsampled = False  # traced, but left out by the sampler
+        self._process_tracer: GraphTracer | None = None
+        self.waited = 0.0  # seconds during which at least one step call was outstanding
+        self.outstanding = 0
+        self.wait_from = 0.0
         self.telemetry = telemetry
         self.steps = series.steps
         self.series = graph = series.graph

@@ -1,0 +1,1 @@
+# Cython: compile conditions.py as it is (no extension types; see httpserver.pxd).

@@ -1,0 +1,1 @@
+# Cython: compile headers.py as it is (no extension types; see httpserver.pxd).

@@ -1,0 +1,31 @@
+# Cython declarations for recorder.py (an augmenting .pxd; see ../httpserver.pxd).
+
+cdef class Telemetry:
+    cdef public object metrics
+    cdef public object tracer
+    cdef public bint explain
+    cdef public bint log_requests
+    cdef public object _exchange
+    cdef public object begin
+
+cdef class RequestProbe:
+    cdef public double started
+    cdef public Telemetry telemetry
+    cdef public object steps
+    cdef public object series
+    cdef public object explain
+    cdef public object request_id
+    cdef public object traceparent
+    cdef public object tracestate
+    cdef public object span
+    cdef public object token
+    cdef public bint extras
+    cdef public object tracer
+    cdef public bint unsampled
+    cdef public object _process_tracer
+    cdef public double waited
+    cdef public Py_ssize_t outstanding
+    cdef public double wait_from
+
+    cpdef _header(self, Telemetry telemetry, str name, str value)
+    cpdef double call_started(self)
