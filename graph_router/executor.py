@@ -90,7 +90,9 @@ class Executor:
             RouterType.SPLITTER: self._splitter,
         }
 
-    async def run(
+    # ``run`` and ``_node`` are plain functions handing back the coroutine that does the
+    # work: each coroutine level a request passes through costs CPU to make and resume.
+    def run(
         self,
         plan: GraphPlan,
         body: bytes,
@@ -98,8 +100,8 @@ class Executor:
         explain: list[dict[str, object]] | None = None,
         probe: RequestProbe | None = None,
         deadline: float | None = None,
-    ) -> StepResponse:
-        """Run the graph from ``root``; raises RequestError when the graph fails.
+    ) -> Awaitable[StepResponse]:
+        """Run the graph from ``root``; awaiting it raises RequestError when the graph fails.
 
         Pass a list as ``explain`` to have the path taken recorded into it, and a probe
         to have every step reported to it (metrics, spans).
@@ -108,16 +110,16 @@ class Executor:
             headers=headers, step_timeout=plan.timeouts.service_client, explain=explain, request_body=body,
             probe=probe, deadline=deadline,
         )
-        return await self._node(plan.root, body, ctx, True)
+        return self._node(plan.root, body, ctx, True)
 
-    async def _node(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> StepResponse:
+    def _node(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> Awaitable[StepResponse]:
         """Run a node; ``tail``: its answer is the graph's answer, so it may stream."""
         if ctx.explain is not None:
             ctx.explain.append({"node": node.name, "kind": node.kind.value})
         probe = ctx.probe
         if probe is not None and probe.tracer is not None:
-            return await probe.tracer.node(probe.graph, node, self._kinds[node.kind](node, body, ctx, tail))
-        return await self._kinds[node.kind](node, body, ctx, tail)
+            return probe.tracer.node(probe.graph, node, self._kinds[node.kind](node, body, ctx, tail))
+        return self._kinds[node.kind](node, body, ctx, tail)
 
     async def _step(
         self, node: NodePlan, step: StepPlan, body: bytes, ctx: RequestContext, tail: bool = False
