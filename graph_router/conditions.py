@@ -39,7 +39,6 @@ def compile_fast(path: str) -> Test | None:
     """A test on a parsed document equivalent to gjson's Exists for ``path``, or None."""
     parts = path.split(".")
     query = None
-    # A query's own sub-path contains dots: find where the query segment starts.
     for i, part in enumerate(parts):
         if part.startswith("#("):
             query = ".".join(parts[i:])
@@ -51,30 +50,62 @@ def compile_fast(path: str) -> Test | None:
         return None
     keys = tuple(parts)
     if query is None:
-        return lambda doc: _walk(doc, keys) is not _MISSING
+        return _Exists(keys)
     m = _QUERY.match(query)
     if m is None:
         return None
-    sub = tuple(m.group("sub").split("."))
-    compare = _comparison(m.group("op"), m.group("lit"))
-    if compare is None:
-        return None
+    compare = _Comparison(m.group("op"), m.group("lit"))
     if m.group("all"):
-        # gjson answers ``#(...)#`` with an array, matching or not: it exists when the
-        # walk reaches an array.
-        return lambda doc: isinstance(_walk(doc, keys), list)
+        return _IsList(keys)
+    return _FirstMatch(keys, tuple(m.group("sub").split(".")), compare)
 
-    def first_match(doc: Any) -> bool:
-        items = _walk(doc, keys)
+
+# The tests are small classes rather than closures: compiled (conditions.pxd), their
+# calls and fields are C-level, and a Switch runs several of them on every request.
+class _Exists:
+    """``a.b.0``: the path leads to a value."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+
+    def __call__(self, doc: Any) -> bool:
+        return _walk(doc, self.keys) is not _MISSING
+
+
+class _IsList:
+    """``a.#(...)#``: always exists (possibly empty) where the path leads to an array."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+
+    def __call__(self, doc: Any) -> bool:
+        return isinstance(_walk(doc, self.keys), list)
+
+
+class _FirstMatch:
+    """``a.#(sub OP literal)``: some element of the array at ``keys`` matches."""
+
+    __slots__ = ("compare", "keys", "sub")
+
+    def __init__(self, keys: tuple[str, ...], sub: tuple[str, ...], compare: _Comparison) -> None:
+        self.keys = keys
+        self.sub = sub
+        self.compare = compare
+
+    def __call__(self, doc: Any) -> bool:
+        items = _walk(doc, self.keys)
         if not isinstance(items, list):
             return False
+        compare = self.compare
         for item in items:
-            value = _walk(item, sub)
-            if value is not _MISSING and compare(value):
+            value = _walk(item, self.sub)
+            if value is not _MISSING and compare.matches(value):
                 return True
         return False
-
-    return first_match
 
 
 def _walk(doc: Any, keys: tuple[str, ...]) -> Any:
@@ -98,39 +129,46 @@ def _go_float(text: str) -> float:
         return 0.0
 
 
-def _comparison(op: str, literal: str) -> Callable[[Any], bool] | None:
-    text = literal[1:-1] if literal.startswith('"') else literal
-    number = _go_float(text)
-    string_ops: dict[str, Callable[[str], bool]] = {
-        "==": lambda v: v == text, "!=": lambda v: v != text,
-        "<": lambda v: v < text, "<=": lambda v: v <= text,
-        ">": lambda v: v > text, ">=": lambda v: v >= text,
-    }
-    number_ops: dict[str, Callable[[float], bool]] = {
-        "==": lambda v: v == number, "!=": lambda v: v != number,
-        "<": lambda v: v < number, "<=": lambda v: v <= number,
-        ">": lambda v: v > number, ">=": lambda v: v >= number,
-    }
-    equal = op == "=="
+_OPS = ("==", "!=", "<", "<=", ">", ">=")
 
-    def bool_rule(v: bool) -> bool:
-        return (("true" if v else "false") == text) == equal
 
-    ordered = op not in ("==", "!=")  # gjson orders true/false in its own way: not modelled
-    str_test, num_test = string_ops[op], number_ops[op]
+class _Comparison:
+    """``OP literal`` against one value, by the value's type, as gjson compares."""
 
-    def compare(value: Any) -> bool:
+    __slots__ = ("equal", "number", "op", "ordered", "text")
+
+    def __init__(self, op: str, literal: str) -> None:
+        self.op = _OPS.index(op)
+        self.text = literal[1:-1] if literal.startswith('"') else literal
+        self.number = _go_float(self.text)
+        self.equal = op == "=="
+        self.ordered = op not in ("==", "!=")  # gjson orders true/false in its own way: not modelled
+
+    def matches(self, value: Any) -> bool:
         if isinstance(value, str):
-            return str_test(value)
+            return _apply(self.op, value, self.text)
         if isinstance(value, bool):
-            if ordered:
+            if self.ordered:
                 raise _Unsupported
-            return bool_rule(value)
+            return (("true" if value else "false") == self.text) == self.equal
         if isinstance(value, int | float):
-            return num_test(float(value))
+            return _apply(self.op, float(value), self.number)
         return False
 
-    return compare
+
+def _apply(op: int, left: Any, right: Any) -> bool:
+    """``left OP right`` for OP's index in _OPS (strings or floats on both sides)."""
+    if op == 0:
+        return bool(left == right)
+    if op == 1:
+        return bool(left != right)
+    if op == 2:
+        return bool(left < right)
+    if op == 3:
+        return bool(left <= right)
+    if op == 4:
+        return bool(left > right)
+    return bool(left >= right)
 
 
 class _Unsupported(Exception):
