@@ -1,5 +1,4 @@
 # Cython declarations for httpclient.py (an augmenting .pxd; see httpserver.pxd).
-import cython
 
 cdef class _Connection:
     cdef public _HostPool _pool

@@ -1,7 +1,6 @@
 # Cython declarations for httpserver.py (an "augmenting" .pxd): when the module is
 # compiled, these classes become extension types with C-level attributes. The .py
 # file stays the source; without a compiler it runs as plain Python.
-import cython
 
 cdef class _DateHeader:
     cdef long _second
