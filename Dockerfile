@@ -14,6 +14,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY graph_router ./graph_router
+COPY config/samples/rag-pipeline.yaml ./config/samples/
 # A venv holds the app and its dependencies, so the runtime stage copies one directory.
 # pip compiles the bytecode here: the runtime filesystem is read-only. The build must
 # come out compiled: a pure-Python image would work, at about 1.4x the CPU per request.

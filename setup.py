@@ -18,9 +18,12 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 # The rule: a module with a .pxd beside it is compiled (the request path).
 COMPILED = sorted(str(pxd.with_suffix(".py")) for pxd in Path("graph_router").rglob("*.pxd"))
+
+SAMPLE = Path("config/samples/rag-pipeline.yaml")
 
 DIRECTIVES = {
     "language_level": 3,
@@ -31,6 +34,20 @@ DIRECTIVES = {
     "wraparound": True,
     "binding": True,
 }
+
+
+class BuildPyWithSample(build_py):
+    """Ship the demo's graph inside the package, so `graph-router demo` works when installed.
+
+    config/samples/rag-pipeline.yaml stays the one copy in the repository (the demo reads
+    it there in a checkout); a wheel gets it as graph_router/demo/rag-pipeline.yaml.
+    """
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "graph_router" / "demo" / SAMPLE.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.copy_file(str(SAMPLE), str(target))
 
 
 class OptionalBuildExt(build_ext):
@@ -66,4 +83,4 @@ def extensions() -> list[Extension]:
     return built
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithSample})

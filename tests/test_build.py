@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import graph_router
@@ -84,3 +85,19 @@ def test_compiled_classes_declare_every_attribute_they_use() -> None:
                     problems.append(f"{pxd.name}: {cls.name}.{node.attr} (line {node.lineno})")
     assert not problems, "not declared in the .pxd: " + ", ".join(sorted(set(problems)))
     assert sum(len(_declared(p)) for p in PACKAGE.rglob("*.pxd")) >= 12  # the parser read the files
+
+
+def test_the_wheel_carries_the_demo_graph(tmp_path: Path) -> None:
+    """An installed (non-editable) package has no checkout around it: the demo needs its own copy."""
+    env = dict(os.environ, GRAPH_ROUTER_PURE_PYTHON="1")  # packaging only: no need to compile
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(PACKAGE.parent)],
+        env=env, check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = tmp_path.glob("graph_router-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.read("graph_router/demo/rag-pipeline.yaml")
+        names = archive.namelist()
+    assert shipped == (PACKAGE.parent / "config" / "samples" / "rag-pipeline.yaml").read_bytes()
+    assert "graph_router/httpserver.pxd" in names and "graph_router/httpserver.py" in names

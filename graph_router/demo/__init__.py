@@ -35,7 +35,9 @@ from .llm import StandInSettings
 from .services import LLM_SERVICE, DemoServices
 from .stream import ChatStream, StreamError
 
-SAMPLE_GRAPH = Path(__file__).resolve().parents[2] / "config" / "samples" / "rag-pipeline.yaml"
+# The sample in a checkout; an installed wheel carries a copy beside this file (setup.py).
+_IN_CHECKOUT = Path(__file__).resolve().parents[2] / "config" / "samples" / "rag-pipeline.yaml"
+SAMPLE_GRAPH = _IN_CHECKOUT if _IN_CHECKOUT.exists() else Path(__file__).resolve().parent / "rag-pipeline.yaml"
 DEFAULT_QUESTION = "How does graph_router stream an LLM's answer to the client?"
 GENERATE_STEP = "root/generate"
 # A real LLM may take a while before its first token; the graph's own serviceClient
