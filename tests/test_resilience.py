@@ -140,31 +140,73 @@ async def test_overload_sheds_with_retry_after(start_service: Any, start_router:
     assert [(await t)[0] for t in first] == [200, 200]
 
 
-async def test_client_disconnect_cancels_step_call(start_service: Any, start_router: Any) -> None:
-    """A client that leaves cancels the step call it started: the service sees its connection close."""
-    seen: dict[str, bool] = {}
+def slow_recorder(seen: dict[str, bool], key: str) -> Any:
+    """A 1 s handler that records whether its client had closed the connection when it ended."""
 
     async def slow(request: web.Request) -> web.Response:
         try:
             await asyncio.sleep(1.0)
         finally:
             transport = request.transport
-            seen["closed"] = transport is None or transport.is_closing()
+            seen[key] = transport is None or transport.is_closing()
         return web.json_response({})
 
-    svc = await start_service({"/m": slow})
-    router = await start_router(one_step(svc.url("/m")))
-    with_timeout = aiohttp.ClientTimeout(total=0.2)
-    async with aiohttp.ClientSession(timeout=with_timeout) as session:
+    return slow
+
+
+async def leave_after(url: str, seconds: float) -> None:
+    """POST and hang up after ``seconds`` without waiting for the answer."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session:
         try:
-            await session.post(router.url, data=b"{}")
+            await session.post(url, data=b"{}")
         except TimeoutError:
             pass
-    for _ in range(30):
-        if "closed" in seen:
-            break
+
+
+async def wait_for_keys(seen: dict[str, bool], *keys: str) -> None:
+    """Until the handlers have recorded ``keys`` (at most 2 s)."""
+    for _ in range(40):
+        if all(k in seen for k in keys):
+            return
         await asyncio.sleep(0.05)
+
+
+async def test_client_disconnect_cancels_step_call(start_service: Any, start_router: Any) -> None:
+    """A client that leaves cancels the step call it started: the service sees its connection close."""
+    seen: dict[str, bool] = {}
+    svc = await start_service({"/m": slow_recorder(seen, "closed")})
+    router = await start_router(one_step(svc.url("/m")))
+    await leave_after(router.url, 0.2)
+    await wait_for_keys(seen, "closed")
     assert seen.get("closed") is True
+
+
+async def test_ensemble_member_failure_cancels_the_others(start_service: Any, start_router: Any) -> None:
+    """One member fails at once: the node fails at once, and the slow member's call is cut off."""
+    seen: dict[str, bool] = {}
+    svc = await start_service({"/bad": (200, b"[1]"), "/slow": slow_recorder(seen, "slow")})
+    router = await start_router({"nodes": {"root": {"routerType": "Ensemble", "steps": [
+        {"name": "bad", "serviceUrl": svc.url("/bad")}, {"name": "slow", "serviceUrl": svc.url("/slow")},
+    ]}}})
+    started = asyncio.get_running_loop().time()
+    status, body, _ = await router.post({})
+    elapsed = asyncio.get_running_loop().time() - started
+    assert status == 500 and "bad" in orjson.loads(body)["cause"]
+    assert elapsed < 0.8, "the node waited for the slow member"
+    await wait_for_keys(seen, "slow")
+    assert seen.get("slow") is True
+
+
+async def test_client_disconnect_cancels_every_ensemble_member(start_service: Any, start_router: Any) -> None:
+    """A client that leaves an Ensemble cancels all of its members' calls, not only the first."""
+    seen: dict[str, bool] = {}
+    svc = await start_service({"/a": slow_recorder(seen, "a"), "/b": slow_recorder(seen, "b")})
+    router = await start_router({"nodes": {"root": {"routerType": "Ensemble", "steps": [
+        {"name": "a", "serviceUrl": svc.url("/a")}, {"name": "b", "serviceUrl": svc.url("/b")},
+    ]}}})
+    await leave_after(router.url, 0.2)
+    await wait_for_keys(seen, "a", "b")
+    assert seen == {"a": True, "b": True}
 
 
 async def test_ten_mib_answer_and_over_limit(start_service: Any, start_router: Any) -> None:
