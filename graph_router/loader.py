@@ -3,10 +3,17 @@
 A file may hold a full InferenceGraph resource, a multi-document YAML stream with one
 InferenceGraph in it (other kinds are skipped), or a bare spec (a mapping with
 ``nodes``). Shape errors name the file, the line and the field.
+
+A graph file a person wrote (:func:`load_graph_file`) is read strictly: an unknown or
+misspelt field is an error (with "did you mean"), and so are the other authoring rules
+of :mod:`graph_router.validation`. What a controller hands over (``--graph-json``, the
+resolved file ``serve --reload`` follows) is read as KServe reads it: unknown fields are
+ignored with a warning, since a newer KServe may add some.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +23,21 @@ import pydantic
 import yaml
 
 from .errors import GraphError
-from .spec import API_VERSION, KIND, InferenceGraph, InferenceGraphSpec, ObjectMeta
+from .spec import (
+    API_VERSION,
+    KIND,
+    InferenceGraph,
+    InferenceGraphSpec,
+    InferenceRouter,
+    InferenceStep,
+    ObjectMeta,
+    RouterTimeouts,
+)
+from .validation import Finding, Source, attach_source, did_you_mean, line_of, warnings
+
+__all__ = ["DEFAULT_GRAPH_NAME", "dotted", "line_of", "load_graph_file", "load_graph_json", "load_graph_text"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_GRAPH_NAME = "graph"
 
@@ -29,21 +50,36 @@ def load_graph_json(text: str, name: str | None = None) -> InferenceGraph:
         raise GraphError(f"--graph-json is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise GraphError("--graph-json must be a JSON object (an InferenceGraph spec)")
-    return _from_mapping(data, origin="--graph-json", name=name, locate=None)
+    return _from_mapping(data, origin="--graph-json", name=name, locate=None, strict=False)
 
 
-def load_graph_file(path: str | Path, name: str | None = None) -> InferenceGraph:
-    """A graph from a YAML or JSON file (resource, multi-document stream, or bare spec)."""
+def load_graph_file(path: str | Path, name: str | None = None, *, strict: bool = True) -> InferenceGraph:
+    """A graph from a YAML or JSON file (resource, multi-document stream, or bare spec).
+
+    ``strict`` (the default): the authoring rules apply, as to any file a person wrote.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise GraphError(f"{p}: cannot read graph file: {exc}") from exc
-    return load_graph_text(text, origin=str(p), name=name)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise GraphError(f"{p}: cannot read graph file: {reason}") from exc
+    return load_graph_text(text, origin=str(p), name=name, strict=strict)
 
 
-def load_graph_text(text: str, origin: str, name: str | None = None) -> InferenceGraph:
-    """Parse YAML/JSON text holding a graph; ``origin`` names it in error messages."""
+def load_graph_text(text: str, origin: str, name: str | None = None, *, strict: bool = False) -> InferenceGraph:
+    """Parse YAML/JSON text holding a graph; ``origin`` names it in error messages.
+
+    Lenient by default: text comes from a controller (``serve --reload``, the sidecar's
+    own check); ``strict=True`` for files a person wrote.
+    """
+    if origin.endswith(".json") or (strict and text.lstrip().startswith("{")):
+        # YAML accepts what JSON does not (trailing commas, comments, single quotes):
+        # a JSON file must be JSON.
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise GraphError(f"{origin}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
     try:
         nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
         docs = list(yaml.safe_load_all(text))
@@ -58,7 +94,7 @@ def load_graph_text(text: str, origin: str, name: str | None = None) -> Inferenc
     chosen = _choose_document(docs, origin)
     index = docs.index(chosen)
     node = nodes[index] if index < len(nodes) else None
-    return _from_mapping(chosen, origin=origin, name=name, locate=node)
+    return _from_mapping(chosen, origin=origin, name=name, locate=node, strict=strict)
 
 
 def _choose_document(docs: Sequence[Any], origin: str) -> dict[str, Any]:
@@ -73,9 +109,11 @@ def _choose_document(docs: Sequence[Any], origin: str) -> dict[str, Any]:
 
 
 def _from_mapping(
-    data: dict[str, Any], origin: str, name: str | None, locate: yaml.Node | None
+    data: dict[str, Any], origin: str, name: str | None, locate: yaml.Node | None, strict: bool
 ) -> InferenceGraph:
     is_resource = "spec" in data or "kind" in data or "apiVersion" in data
+    fields = unknown_fields(data, is_resource)
+    field_lines = [_located(f, origin, locate) for f in fields] if strict else []
     if is_resource:
         kind = data.get("kind", KIND)
         if kind != KIND:
@@ -88,17 +126,81 @@ def _from_mapping(
         try:
             graph = InferenceGraph.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise GraphError(_describe(exc, origin, (), locate)) from exc
+            raise GraphError("\n".join([*field_lines, _describe(exc, origin, (), locate)])) from exc
     else:
         try:
             spec = InferenceGraphSpec.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise GraphError(_describe(exc, origin, ("spec",), locate)) from exc
+            raise GraphError("\n".join([*field_lines, _describe(exc, origin, ("spec",), locate)])) from exc
         graph = InferenceGraph(spec=spec, metadata=ObjectMeta(name=name or DEFAULT_GRAPH_NAME))
     if name is not None or graph.metadata.name is None:
         meta = graph.metadata.model_copy(update={"name": name or graph.metadata.name or DEFAULT_GRAPH_NAME})
         graph = graph.model_copy(update={"metadata": meta})
+    source = Source(origin, locate, ("spec",) if is_resource else (), strict, fields)
+    attach_source(graph, source)
+    if not strict:
+        for warning in warnings(graph):
+            logger.warning("%s (ignored)", warning)
     return graph
+
+
+def _located(finding: Finding, origin: str, locate: yaml.Node | None) -> str:
+    line = line_of(locate, finding.loc)
+    return f"{origin}:{line}: {finding.text}" if line else f"{origin}: {finding.text}"
+
+
+def _aliases(model: type[pydantic.BaseModel]) -> tuple[str, ...]:
+    return tuple(f.alias or n for n, f in model.model_fields.items())
+
+
+# Kubernetes' ObjectMeta: a resource read back from a cluster carries all of these.
+_METADATA = (
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
+    "ownerReferences", "finalizers", "managedFields",
+)
+_RESOURCE = ("apiVersion", "kind", "metadata", "spec", "status")
+
+
+def unknown_fields(data: dict[str, Any], is_resource: bool) -> list[Finding]:
+    """Every key the InferenceGraph schema does not define, located from the document's root.
+
+    ``status`` is not checked: a person does not write it, and a cluster's may be newer.
+    """
+    found: list[Finding] = []
+
+    def check(obj: Any, known: Sequence[str], loc: tuple[int | str, ...]) -> None:
+        if not isinstance(obj, dict):
+            return
+        for key in obj:
+            if str(key) not in known:
+                field = dotted((*loc, str(key)))
+                found.append(Finding(
+                    (*loc, str(key)),
+                    f"{field}: unknown field (expected one of: {', '.join(known)}){did_you_mean(str(key), known)}",
+                    from_root=True,
+                ))
+
+    spec_loc: tuple[int | str, ...] = ()
+    spec: Any = data
+    if is_resource:
+        check(data, _RESOURCE, ())
+        check(data.get("metadata"), _METADATA, ("metadata",))
+        spec_loc, spec = ("spec",), data.get("spec")
+    check(spec, _aliases(InferenceGraphSpec), spec_loc)
+    if not isinstance(spec, dict):
+        return found
+    check(spec.get("routerTimeouts"), _aliases(RouterTimeouts), (*spec_loc, "routerTimeouts"))
+    nodes = spec.get("nodes")
+    if isinstance(nodes, dict):
+        for node_name, node in nodes.items():
+            node_loc = (*spec_loc, "nodes", str(node_name))
+            check(node, _aliases(InferenceRouter), node_loc)
+            steps = node.get("steps") if isinstance(node, dict) else None
+            if isinstance(steps, list):
+                for i, step in enumerate(steps):
+                    check(step, _aliases(InferenceStep), (*node_loc, "steps", i))
+    return found
 
 
 def _describe(
@@ -125,25 +227,3 @@ def dotted(loc: Sequence[int | str]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-def line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
-    """1-based line of the YAML node at ``loc``, or of its nearest existing parent."""
-    if node is None:
-        return None
-    best = node.start_mark.line + 1
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                    child = value
-                    best = key.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-            best = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return best

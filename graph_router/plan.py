@@ -17,7 +17,7 @@ from .errors import GraphError, GraphValidationError
 from .extensions import ANNOTATION, GraphExtensions, StepExtension, StepPolicy, read_extensions
 from .mapping import Template
 from .spec import ROOT_NODE, InferenceGraph, InferenceRouter, RouterType
-from .validation import step_label, validate
+from .validation import source_of, step_label, urlsplit_safe, validate
 
 # KServe's defaults for spec.routerTimeouts, in seconds.
 DEFAULT_SERVER_READ = 60.0
@@ -90,7 +90,8 @@ class GraphPlan:
 def compile_graph(
     graph: InferenceGraph, services: Mapping[str, str] | None = None, *, require_urls: bool = True
 ) -> GraphPlan:
-    """Validate and compile; ``services`` maps serviceName to URL for local runs.
+    """Validate and compile; ``services`` maps a serviceName, or a step's serviceUrl, to the URL to call
+    (local runs point a graph at local services this way).
 
     ``require_urls=False`` accepts steps that name a service without a URL (a resource
     checked before the controller resolves it); such a plan is for inspection, not serving.
@@ -99,15 +100,21 @@ def compile_graph(
     """
     name = graph.metadata.name or "graph"
     problems = validate(graph)
+    source = source_of(graph)
+    # Extension problems are located at the annotation (its own lines are inside a string).
+    at = source.where(("metadata", "annotations", ANNOTATION), in_spec=False) if source is not None else ""
     try:
         extensions = read_extensions(graph)
     except GraphError as exc:
-        problems.extend(str(exc).splitlines())
+        problems.extend(at + line for line in str(exc).splitlines())
         extensions = GraphExtensions()
     step_ext: dict[tuple[str, int], StepExtension] = {}
     templates: dict[tuple[str, int], Template] = {}
+    for key, url in (services or {}).items():
+        if urlsplit_safe(url) is None:
+            problems.append(f"service {key!r}: {url!r} is not an http:// or https:// URL")
     if not problems:
-        problems.extend(_attach_extensions(graph, extensions, step_ext, templates))
+        problems.extend(at + p for p in _attach_extensions(graph, extensions, step_ext, templates))
     if not problems and require_urls:
         problems = _unresolved(graph, services)
     if problems:
@@ -215,7 +222,7 @@ def _build_node(
         v2 = ext.v2_outputs_to_inputs if ext is not None else False
         url = None
         if child is None:
-            url = services.get(step.service_name or "") or step.service_url
+            url = services.get(step.service_name or "") or services.get(step.service_url or "") or step.service_url
         steps.append(
             StepPlan(
                 index=i,
