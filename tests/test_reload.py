@@ -192,8 +192,9 @@ async def test_serve_reload_command_end_to_end(tmp_path: Path) -> None:
 
 
 def test_reload_needs_a_file() -> None:
-    """--reload with --graph-json is refused: there is no file to follow."""
+    """--reload with --graph-json is refused, as an argument error: there is no file to follow."""
     proc = subprocess.run([sys.executable, "-m", "graph_router", "serve", "--graph-json", "{}", "--reload"],
                           capture_output=True, timeout=30, check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
+    assert b"usage: graph-router serve" in proc.stderr
     assert b"--reload needs a graph file" in proc.stderr

@@ -16,7 +16,10 @@ def register(sub: Any) -> None:
     from ..localtest.render import FORMATS
 
     p: argparse.ArgumentParser = sub.add_parser(
-        "graph", help="draw a graph as Mermaid or Graphviz dot (node kinds, conditions, weights, dependencies)"
+        "graph",
+        help="draw a graph as Mermaid or Graphviz dot (node kinds, conditions, weights, dependencies)",
+        description="Draw GRAPH: a box per node and step, edges labelled with the data each step gets, its "
+        "condition, weight or Hard dependency, and graph_router's extensions (templates, policies, streaming).",
     )
     p.add_argument("graph", metavar="GRAPH", help="a YAML or JSON file: an InferenceGraph resource or a bare spec")
     p.add_argument("--format", "-f", choices=FORMATS, default="mermaid", help="output format (default mermaid)")

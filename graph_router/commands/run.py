@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from multidict import CIMultiDict
 
 from ..errors import GraphError, RequestError
@@ -26,6 +27,7 @@ from ..plan import compile_graph
 from ..server import GRAPH_FAILED
 from ..spec import InferenceGraph
 from ..upstream import StepStream, UpstreamClient
+from ..validation import warnings
 from .serve import parse_services
 
 
@@ -38,11 +40,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("graph", metavar="GRAPH", help="a YAML or JSON file: an InferenceGraph resource or a bare spec")
     p.add_argument("--data", "-d", default="", metavar="JSON|@FILE",
-                   help="the request body, or @FILE to read it from a file (@- for stdin); default: empty")
+                   help="the request body: JSON text (anything else is sent as given, with a warning), or "
+                   "@FILE to send a file's bytes unchanged (@- for stdin); default: empty")
     p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
-                   help="URL for a serviceName (repeatable; wins over --services)")
+                   help="URL for a serviceName, or URL=URL to send a step's serviceUrl elsewhere "
+                   "(repeatable; wins over --services)")
     p.add_argument("--services", metavar="FILE",
-                   help="YAML file mapping each serviceName to a URL or to a stub (as in a test suite)")
+                   help="YAML file mapping each serviceName (or serviceUrl) to a URL or to a stub (as in a "
+                   "test suite)")
     p.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'",
                    help="a request header (repeatable); steps get it when PROPAGATE_HEADERS selects it")
     p.add_argument("--explain", action="store_true",
@@ -61,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
     for name, url in parse_services(args.service).items():
         specs[name] = StubSpec(url=url)
     body = _read_data(args.data)
+    if body and not args.data.startswith("@"):
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            print(f"graph-router: warning: --data is not valid JSON ({exc.msg} at character {exc.pos}); "
+                  "sending it as given", file=sys.stderr)
+    for warning in warnings(graph):
+        print(f"graph-router: warning: {warning}", file=sys.stderr)
     headers = _parse_headers(args.header)
     return asyncio.run(_run(graph, specs, body, headers, args.explain))
 
@@ -71,10 +84,12 @@ async def _run(
     from ..localtest.report import call_lines, explain_lines
     from ..localtest.stubs import StubServer
 
-    known = {s.service_name for n in graph.spec.nodes.values() for s in n.steps if s.service_name}
+    steps = [s for n in graph.spec.nodes.values() for s in n.steps if not s.node_name]
+    known = {s.service_name for s in steps if s.service_name} | {s.service_url for s in steps if s.service_url}
     for name in specs:
         if name not in known:
-            print(f"graph-router: note: {name!r} is not a serviceName of the graph; ignored", file=sys.stderr)
+            print(f"graph-router: note: {name!r} is not a serviceName or serviceUrl of the graph; ignored",
+                  file=sys.stderr)
     async with StubServer() as stubs:
         urls = stubs.configure(specs)
         plan = compile_graph(graph, urls)

@@ -18,7 +18,10 @@ from ..errors import GraphError
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "test", help="run *.suite.yaml test suites against stub services; exit 0 only when all pass"
+        "test",
+        help="run *.suite.yaml test suites against stub services; exit 0 only when all pass",
+        description="Run test suites: each names a graph, stub services and cases. Exit 0 when every case "
+        "passed, 1 when any failed or a suite could not be loaded, 5 when no suite or case was found.",
     )
     p.add_argument("suites", nargs="+", metavar="SUITE",
                    help="a suite file, or a directory searched for *.suite.yaml")

@@ -168,6 +168,14 @@ class KubeClient:
         """Configuration from ``kubeconfig``, else $KUBECONFIG, else in-cluster, else ~/.kube/config."""
         cfg = client.Configuration()
         path = kubeconfig or os.environ.get("KUBECONFIG")
+        if path:
+            # The client reads a missing file as an empty configuration ("No configuration
+            # found"), which sends people looking inside a file that is not there.
+            given = "--kubeconfig" if kubeconfig else "$KUBECONFIG"
+            for one in path.split(os.pathsep):
+                if one and not os.path.isfile(one):
+                    what = "is a directory, not a file" if os.path.isdir(one) else "does not exist"
+                    raise KubeError(f"cannot load Kubernetes configuration: {given} {one}: the file {what}")
         try:
             if path:
                 config.load_kube_config(config_file=path, client_configuration=cfg)
