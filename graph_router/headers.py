@@ -7,7 +7,8 @@ which matches everything. An invalid pattern is logged and skipped.
 
 Hop-by-hop and framing headers are never forwarded, whatever the patterns say (a
 deliberate difference from KServe: forwarding ``Connection`` or ``Content-Length``
-breaks the step call).
+breaks the step call), and neither is any header the request's ``Connection`` header
+names (RFC 9110 §7.6.1): a client may mark any field as meant for this hop only.
 """
 
 from __future__ import annotations
@@ -18,26 +19,13 @@ from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict
 
+from .http1.rules import HOP_BY_HOP, connection_options
+
 logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
-NEVER_FORWARDED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "expect",
-    }
-)
+NEVER_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect"}
 
 
 _NONE: CIMultiDict[str] = CIMultiDict()
@@ -98,8 +86,12 @@ class HeaderPropagator:
         if not self._patterns:
             return _NONE
         out: CIMultiDict[str] = CIMultiDict()
-        items = incoming.items() if isinstance(incoming, Mapping) else incoming
+        items = list(incoming.items() if isinstance(incoming, Mapping) else incoming)
+        named: list[str] | None = None
         for name, value in items:
-            if self.wanted(name):
+            if len(name) == 10 and name.lower() == "connection":
+                named = (named or []) + connection_options(value)
+        for name, value in items:
+            if self.wanted(name) and (named is None or name.lower() not in named):
                 out.add(name, value)
         return out

@@ -2,6 +2,8 @@
 # compiled, these classes become extension types with C-level attributes. The .py
 # file stays the source; without a compiler it runs as plain Python.
 
+from .http1.request_reader cimport BufferBudget, Rejection, Request, RequestReader
+
 cdef class _DateHeader:
     cdef long _second
     cdef bytes _value
@@ -12,33 +14,28 @@ cdef _DateHeader _DATE
 cdef class ServerConnection:
     cdef public HTTPServer _server
     cdef public object _loop
-    cdef public object _parser
+    cdef public RequestReader _reader
     cdef public object transport
     cdef public object _queue
     cdef public object _task
     cdef public object _more
     cdef public bint _handling
+    cdef public bint _reading
+    cdef public bint _lingering
     cdef public double deadline
     cdef public double handler_deadline
     cdef public bint _closing
     cdef public bint _closed
     cdef public object _writable
-    cdef public bint _in_message
-    cdef public bytes _url
-    cdef public list _headers
-    cdef public Py_ssize_t _header_bytes
-    cdef public list _body
-    cdef public Py_ssize_t _body_size
-    cdef public bint _rejected
-    cdef public Py_ssize_t _declared_length
-    cdef public bint _expect_continue
 
     cpdef _arm(self, double seconds)
     cpdef _disarm(self)
-    cpdef _reset_message(self)
     cpdef _close(self)
-    cpdef _between_requests(self)
-    cpdef _write(self, Response answer, bint head_only, bint last)
+    cpdef _take_events(self)
+    cpdef _send_continue(self)
+    cpdef bint _between_requests(self)
+    cpdef _write(self, Response answer, Request request, bint last)
+    cpdef _write_rejection(self, Rejection rejection)
 
 cdef class HTTPServer:
     cdef public object handler
@@ -48,14 +45,7 @@ cdef class HTTPServer:
     cdef public bint draining
     cdef public object _server
     cdef public object _sweeper
-
-cdef class Request:
-    cdef public str method
-    cdef public str path
-    cdef public str query
-    cdef public list headers
-    cdef public bytes body
-    cdef public ServerConnection connection
+    cdef public BufferBudget budget
 
 cdef class Response:
     cdef public object status

@@ -3,16 +3,20 @@
 Why not aiohttp's server: per request it builds a request object, a multidict of
 headers, a payload stream and a response object, which cost about as much CPU as
 the whole step call. The router needs less: the body as bytes, the headers as pairs,
-one answer written in one ``write``. This module does that, and owns the
-connection-level rules the router promises:
+one answer written in one ``write``. This module is the asyncio glue: the framing
+rules for requests live in the sans-IO :mod:`graph_router.http1.request_reader`; here
+are the connection-level rules the router promises:
 
 - ``read_timeout`` (KServe's serverRead): a request must arrive whole, headers and
-  body, within it from its first byte; slow clients are cut off.
+  body, within it from its first byte; slow clients get 408.
 - ``idle_timeout`` (serverIdle): kept-alive connections with no request are closed.
-- limits on the header block and the body (431 / 413 with a JSON error); malformed
-  HTTP gets 400 and the connection closes. Other connections are not disturbed.
-- A client that disconnects cancels its handler (and so every step call it started).
-- Pipelined requests are answered in order, one at a time per connection.
+- Answers go out in request order (RFC 9112 §9.3.2): a rejection (400, 408, 413,
+  414, 431, 503) waits for every earlier answer, then ends the connection. Other
+  connections are not disturbed.
+- Answer framing: no content on HEAD, 1xx, 204 and 304 answers; no chunked coding
+  and no ``100 Continue`` for HTTP/1.0 clients (a streamed answer is close-delimited).
+- A client that disconnects cancels its handler (and so every step call it started),
+  and its buffers are freed at once.
 - ``shutdown`` stops accepting, closes idle connections, lets in-flight requests
   finish (up to a timeout) and closes each connection after its last answer.
 """
@@ -31,40 +35,16 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Protocol, cast
 
-import httptools
 import orjson
+
+from .http1.request_reader import BufferBudget, ReaderLimits, Rejection, Request, RequestReader
+from .http1.rules import body_allowed
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["HTTPServer", "Request", "Response", "ServerLimits", "StreamingResponse", "error_body", "status_line"]
+
 _NEVER = float("inf")
-
-
-class Request:
-    """One request, whole: the body has arrived in full before the handler runs."""
-
-    # Plain classes rather than dataclasses for the objects made on every request: a
-    # dataclass's generated __init__ stays interpreted Python even in the compiled build.
-    __slots__ = ("body", "connection", "headers", "method", "path", "query")
-
-    def __init__(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes,
-                 connection: ServerConnection) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.connection = connection
-
-    def __repr__(self) -> str:
-        return f"Request({self.method} {self.path!r}, {len(self.body)} bytes)"
-
-    def header(self, name: str) -> str | None:
-        """The first value of a header, by case-insensitive name."""
-        lname = name.lower()
-        for k, v in self.headers:
-            if k.lower() == lname:
-                return v
-        return None
 
 
 class Response:
@@ -114,6 +94,8 @@ class ServerLimits:
     max_header_bytes: int = 64 * 1024
     max_body_bytes: int = 64 * 1024 * 1024
     max_pipelined: int = 16
+    # Request bodies buffered across all connections at once; past it, 503 + Retry-After.
+    max_buffered_bytes: int = 512 * 1024 * 1024
 
 
 def _reason(status: int) -> bytes:
@@ -158,19 +140,27 @@ def error_body(error: str, cause: str) -> bytes:
 
 
 class ServerConnection:
-    """One client connection: parse, dispatch in order, answer."""
+    """One client connection: the asyncio glue around a :class:`RequestReader`.
+
+    Bytes go to the reader; its events (requests and rejections) are answered strictly
+    in order by one task per connection (RFC 9112 §9.3.2), so an error for a later
+    pipelined request is written only after every earlier answer is complete.
+    """
 
     def __init__(self, server: HTTPServer) -> None:
         self._server = server
         self._loop = server.loop
-        self._parser = httptools.HttpRequestParser(self)
+        limits = server.limits
+        self._reader = RequestReader(ReaderLimits(limits.max_header_bytes, limits.max_body_bytes), server.budget)
         self.transport: asyncio.Transport | None = None
-        self._queue: deque[Request] = deque()
+        self._queue: deque[Request | Rejection] = deque()
         # One task per connection, started with its first request and kept for its life:
         # waking it for the next request costs less than creating a task per request.
         self._task: asyncio.Task[None] | None = None
         self._more: asyncio.Future[None] | None = None
         self._handling = False
+        self._reading = False
+        self._lingering = False
         # One deadline per connection, checked by the server's sweeper twice a second:
         # cheaper than creating and cancelling a timer handle for every request.
         self.deadline = _NEVER
@@ -178,7 +168,6 @@ class ServerConnection:
         self._closing = False
         self._closed = False
         self._writable: asyncio.Future[None] | None = None
-        self._reset_message()
 
     # --- connection lifecycle -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -188,14 +177,23 @@ class ServerConnection:
         self._arm(self._server.limits.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Free everything the connection held now, not when the cycle collector runs."""
         self._closed = True
         self._server.connections.discard(self)
         self._disarm()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()  # the client left: stop the work it started
+        task = self._task
+        self._task = None
+        if task is not None and not task.done():
+            task.cancel()  # the client left: stop the work it started
         if self._writable is not None and not self._writable.done():
             self._writable.set_exception(ConnectionResetError("client disconnected"))
+        budget = self._server.budget
+        for event in self._queue:
+            if isinstance(event, Request) and event.held:
+                budget.give(event.held)
+                event.held = 0
         self._queue.clear()
+        self._reader.close()
 
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():
@@ -212,7 +210,7 @@ class ServerConnection:
 
     @property
     def busy(self) -> bool:
-        return self._handling or bool(self._queue) or self._in_message
+        return self._handling or bool(self._queue) or self._reader.in_message
 
     def close_when_idle(self, grace: float) -> None:
         """Shutdown: close after the answer in progress, or after ``grace`` seconds idle.
@@ -254,155 +252,58 @@ class ServerConnection:
             self._on_timeout()
 
     def _on_timeout(self) -> None:
-        if self._rejected:
+        if self._lingering:
             self._close()
-        elif self._in_message:
-            self._reject(408, "Request Timeout", "the request did not arrive in time")
+        elif self._reader.timed_out():
+            self._reading = False
+            self._take_events()  # the 408, answered after what is ahead of it
         elif not self._handling and not self._queue:
             self._close()
 
-    # --- parsing --------------------------------------------------------------------
-    def _reset_message(self) -> None:
-        self._in_message = False
-        self._url = b""
-        self._headers: list[tuple[str, str]] = []
-        self._header_bytes = 0
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._rejected = False
-        self._declared_length = 0
-        self._expect_continue = False
-
+    # --- reading --------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._rejected or self._closed:
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reject(400, "Bad Request", "protocol upgrades are not supported")
-        except httptools.HttpParserError as exc:
-            if not self._rejected:
-                self._reject(400, "Bad Request", f"malformed HTTP request ({_parser_reason(exc)})")
+        if self._closed or self._lingering:
+            return  # after an error answer, what the client still sends is discarded
+        reader = self._reader
+        reader.feed(data)
+        if reader.events:
+            self._take_events()
+        if reader.in_message:
+            if not self._reading:
+                # serverRead: the request must arrive whole within it from its first byte.
+                self._reading = True
+                self._arm(self._server.limits.read_timeout)
+            if reader.continue_wanted and not self._handling and not self._queue:
+                self._send_continue()
 
-    def on_message_begin(self) -> None:
-        self._reset_message()
-        self._in_message = True
-        self._arm(self._server.limits.read_timeout)
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._header_bytes += len(url)
-        if self._header_bytes > self._server.limits.max_header_bytes:
-            self._reject(414, "URI Too Long", "the request line is too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self._server.limits.max_header_bytes:
-            self._reject(431, "Request Header Fields Too Large",
-                         f"the header block is over {self._server.limits.max_header_bytes} bytes")
-            return
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        # Only two headers matter before the body: compare lengths first, it is cheaper.
-        n = len(name)
-        if n == 14 and name.lower() == b"content-length":
-            self._declared_length = int(value) if value.isdigit() else -1
-        elif n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
-            self._expect_continue = True
-
-    def on_headers_complete(self) -> None:
-        if self._rejected:
-            return
-        length = self._declared_length
-        if length > self._server.limits.max_body_bytes:
-            self._reject(413, "Request Entity Too Large",
-                         f"request body of {length} bytes is over the "
-                         f"{self._server.limits.max_body_bytes}-byte limit")
-            return
-        if self._expect_continue and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes) -> None:
-        if self._rejected:
-            return
-        self._body_size += len(body)
-        if self._body_size > self._server.limits.max_body_bytes:
-            self._reject(413, "Request Entity Too Large",
-                         f"request body is over the {self._server.limits.max_body_bytes}-byte limit")
-            return
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._rejected:
-            return
-        url = self._url
-        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
-            path, query = url, b""  # the common case, without building a URL object
-        else:
-            try:
-                parsed = httptools.parse_url(url)
-            except httptools.HttpParserInvalidURLError:
-                self._reject(400, "Bad Request", "the request target is not a valid URL")
-                return
-            path, query = parsed.path or b"/", parsed.query or b""
-        keep_alive = self._parser.should_keep_alive()
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        request = Request(
-            method=self._parser.get_method().decode("latin-1"),
-            path=path.decode("latin-1"),
-            query=query.decode("latin-1"),
-            headers=self._headers,
-            body=body,
-            connection=self,
-        )
-        self._reset_message()
+    def _take_events(self) -> None:
+        events = self._reader.events
+        queue = self._queue
+        while events:
+            queue.append(events.popleft())
+        self._reading = False
         self._disarm()
-        if not keep_alive:
-            self._closing = True
-        self._queue.append(request)
-        if len(self._queue) > self._server.limits.max_pipelined and self.transport is not None:
+        if len(queue) > self._server.limits.max_pipelined and self.transport is not None:
             self.transport.pause_reading()
         if self._task is None:
             self._task = self._loop.create_task(self._serve_queue())
         elif self._more is not None and not self._more.done():
             self._more.set_result(None)
 
-    def _reject(self, status: int, error: str, cause: str) -> None:
-        """Answer a request we will not run, then close: the stream is no longer trusted."""
-        self._rejected = True
-        self._in_message = False
-        self._disarm()
+    def _send_continue(self) -> None:
+        """``100 Continue`` for the request being read, only when no answer is ahead of it."""
+        self._reader.continue_wanted = False
         if self.transport is not None and not self._closed:
-            body = error_body(error, cause)
-            self.transport.write(
-                status_line(status) + _DATE.get()
-                + b"Content-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
-                + body
-            )
-        self._closing = True
-        if not self._handling:
-            self._linger()
-
-    def _linger(self) -> None:
-        """Half-close and discard what the client still sends for a moment, then close.
-
-        Closing at once with unread bytes would make the kernel reset the connection,
-        and the client could lose the error answer we just wrote.
-        """
-        if self.transport is None or self._closed:
-            return
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-            self.deadline = self._loop.time() + 2.0
-        else:
-            self._close()
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # --- answering ------------------------------------------------------------------
     async def _serve_queue(self) -> None:
-        """Answer queued requests in order; between requests, wait for the next one."""
+        """Answer queued events in order; between requests, wait for the next one."""
+        queue = self._queue
+        budget = self._server.budget
         while not self._closed:
-            if not self._queue:
-                self._between_requests()
-                if self._closed:
+            if not queue:
+                if not self._between_requests():
                     return
                 self._more = self._loop.create_future()
                 try:
@@ -410,26 +311,39 @@ class ServerConnection:
                 finally:
                     self._more = None
                 continue
+            event = queue.popleft()
+            if isinstance(event, Rejection):
+                self._write_rejection(event)
+                return
             self._handling = True
             try:
-                await self._answer(self._queue.popleft())
+                await self._answer(event)
             finally:
                 self._handling = False
+                if event.held:
+                    budget.give(event.held)
+                    event.held = 0
 
-    def _between_requests(self) -> None:
-        """Nothing queued: finish a rejected or closing connection, else wait idle."""
-        if self._rejected:
-            self._linger()
-        elif self._closing and not self._in_message:
+    def _between_requests(self) -> bool:
+        """Nothing queued: close a finished connection, else wait idle. False: stop serving."""
+        reader = self._reader
+        if reader.stopped and not reader.events:
+            self._close()  # the last request (Connection: close) has its answer
+            return False
+        if self._closing and not reader.in_message:
             self._close()
-        elif not self._in_message:
+            return False
+        if reader.in_message:
+            if reader.continue_wanted:
+                self._send_continue()
+        else:
             self._arm(self._server.limits.idle_timeout)
+        return True
 
     async def _answer(self, request: Request) -> None:
         if self.transport is not None and len(self._queue) <= self._server.limits.max_pipelined:
             self.transport.resume_reading()
-        head_only = request.method == "HEAD"
-        last = (self._closing or self._server.draining) and not self._queue
+        request.connection = self
         self.handler_deadline = self._loop.time() + self._server.limits.write_timeout
         try:
             answer = await self._server.handler(request)
@@ -445,16 +359,16 @@ class ServerConnection:
             if isinstance(answer, StreamingResponse):
                 await answer.chunks.aclose()
             return
-        last = last or ((self._closing or self._server.draining) and not self._queue)
+        last = not request.keep_alive or ((self._closing or self._server.draining) and not self._queue)
         if last:
             self._closing = True
         if isinstance(answer, StreamingResponse):
-            await self._write_stream(answer, head_only, last)
+            await self._write_stream(answer, request, last)
         else:
-            self._write(answer, head_only, last)
+            self._write(answer, request, last)
 
     def _head(self, status: int, content_type: str | None, headers: list[tuple[str, str]] | None,
-              last: bool) -> list[bytes]:
+              request: Request, last: bool) -> list[bytes]:
         parts = [status_line(status), _DATE.get()]
         if content_type is not None:
             parts.append(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n")
@@ -463,30 +377,49 @@ class ServerConnection:
                 parts.append(f"{k}: {v}\r\n".encode("latin-1", "replace"))
         if last:
             parts.append(b"Connection: close\r\n")
+        elif request.http10:
+            parts.append(b"Connection: keep-alive\r\n")  # HTTP/1.0 persistence is opt-in
         return parts
 
-    def _write(self, answer: Response, head_only: bool, last: bool) -> None:
+    def _write(self, answer: Response, request: Request, last: bool) -> None:
+        """A whole answer in one write. 204 and 304 carry no Content-Length and no content
+        (RFC 9110 §8.6, §6.4.1); HEAD gets the length GET would have, and no content (§9.3.2)."""
         assert self.transport is not None
-        parts = self._head(answer.status, answer.content_type, answer.headers, last)
-        parts.append(b"Content-Length: %d\r\n\r\n" % len(answer.body))
-        if not head_only:
-            parts.append(answer.body)
+        status = answer.status
+        parts = self._head(status, answer.content_type, answer.headers, request, last)
+        if body_allowed(status):
+            parts.append(b"Content-Length: %d\r\n\r\n" % len(answer.body))
+            if not request.head_only:
+                parts.append(answer.body)
+        else:
+            parts.append(b"\r\n")
         self.transport.write(b"".join(parts))
+        if last:
+            self._close()
 
-    async def _write_stream(self, answer: StreamingResponse, head_only: bool, last: bool) -> None:
+    async def _write_stream(self, answer: StreamingResponse, request: Request, last: bool) -> None:
+        """Chunked for HTTP/1.1; for HTTP/1.0 (no chunked coding, RFC 9112 §7.1) the content
+        is delimited by closing the connection. HEAD, 204 and 304: the head only."""
         assert self.transport is not None
-        parts = self._head(answer.status, answer.content_type, answer.headers, last)
-        parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
-        self.transport.write(b"".join(parts))
+        transport = self.transport
+        no_content = request.head_only or not body_allowed(answer.status)
+        http10 = request.http10
+        if http10 and not no_content:
+            last = self._closing = True
+        parts = self._head(answer.status, answer.content_type, answer.headers, request, last)
+        if no_content or http10:
+            parts.append(b"\r\n")
+        else:
+            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        transport.write(b"".join(parts))
         try:
-            if head_only:
-                self.transport.write(b"0\r\n\r\n")
+            if no_content:
                 return
             async for chunk in answer.chunks:
                 if self._closed:
                     return
                 if chunk:
-                    self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    transport.write(chunk if http10 else b"%x\r\n%b\r\n" % (len(chunk), chunk))
                     await self.drain()
         except asyncio.CancelledError:
             raise
@@ -498,12 +431,42 @@ class ServerConnection:
         finally:
             await answer.chunks.aclose()
         if not self._closed:
-            self.transport.write(b"0\r\n\r\n")
+            if not http10:
+                transport.write(b"0\r\n\r\n")
+            if last:
+                self._close()
 
+    def _write_rejection(self, rejection: Rejection) -> None:
+        """The error answer for a request that did not run; then the connection ends."""
+        self._closing = True
+        if self.transport is not None and not self._closed:
+            body = error_body(rejection.error, rejection.cause)
+            parts = [status_line(rejection.status), _DATE.get(),
+                     b"Content-Type: application/json\r\nConnection: close\r\n"]
+            if rejection.headers:
+                for k, v in rejection.headers:
+                    parts.append(f"{k}: {v}\r\n".encode("latin-1", "replace"))
+            parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
+            if not rejection.head_only:
+                parts.append(body)
+            self.transport.write(b"".join(parts))
+        self._linger()
 
-def _parser_reason(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:100]
+    def _linger(self) -> None:
+        """Half-close and discard what the client still sends for a moment, then close.
+
+        Closing at once with unread bytes would make the kernel reset the connection,
+        and the client could lose the error answer we just wrote.
+        """
+        if self.transport is None or self._closed:
+            return
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.resume_reading()
+            self.transport.write_eof()
+            self.deadline = self._loop.time() + 2.0
+        else:
+            self._close()
 
 
 class HTTPServer:
@@ -512,6 +475,7 @@ class HTTPServer:
     def __init__(self, handler: Handler, limits: ServerLimits | None = None) -> None:
         self.handler = handler
         self.limits = limits or ServerLimits()
+        self.budget = BufferBudget(self.limits.max_buffered_bytes)
         self.loop = asyncio.get_running_loop()
         self.connections: set[ServerConnection] = set()
         self.draining = False

@@ -124,12 +124,19 @@ async def test_pipelined_requests_are_answered_in_order(start_service: Any, star
 
 
 async def test_expect_continue_and_head(start_service: Any, start_router: Any) -> None:
-    """Expect: 100-continue gets an interim 100; a HEAD request gets headers only."""
+    """Expect: 100-continue gets an interim 100 before the body is sent; a HEAD request gets headers only."""
     svc = await start_service({"/m": echo})
     router = await start_router(one_step(svc.url("/m")))
-    answer = await exchange(router.url, b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                                        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
-    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+    host, port = router.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+                 b"Connection: close\r\n\r\n")
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"{}")
+    answer = await asyncio.wait_for(reader.read(), 2)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"{}")
     head = await exchange(router.url, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n")
 

@@ -1,0 +1,55 @@
+# Cython declarations for request_reader.py (an augmenting .pxd; see graph_router/httpserver.pxd).
+
+from .rules cimport HeadMeter
+
+cdef class Request:
+    cdef public str method
+    cdef public str path
+    cdef public str query
+    cdef public list headers
+    cdef public bytes body
+    cdef public object connection
+    cdef public bint keep_alive
+    cdef public bint http10
+    cdef public bint head_only
+    cdef public Py_ssize_t held
+
+cdef class Rejection:
+    cdef public int status
+    cdef public str error
+    cdef public str cause
+    cdef public object headers
+    cdef public bint head_only
+
+cdef class BufferBudget:
+    cdef public Py_ssize_t cap
+    cdef public Py_ssize_t used
+
+
+cdef class ReaderLimits:
+    cdef public Py_ssize_t max_body_bytes
+    cdef public Py_ssize_t max_header_bytes
+
+cdef class RequestReader:
+    cdef public ReaderLimits limits
+    cdef public BufferBudget budget
+    cdef public object events
+    cdef public bint continue_wanted
+    cdef public bint stopped
+    cdef public object _parser
+    cdef public HeadMeter _meter
+    cdef public bint _began
+    cdef public bint in_message
+    cdef public bint _head_done
+    cdef public bytes _url
+    cdef public list _headers
+    cdef public Py_ssize_t _head_bytes
+    cdef public object _body
+    cdef public Py_ssize_t _held
+    cdef public int _hosts
+    cdef public Py_ssize_t _declared
+    cdef public bint _expect_continue
+
+    cpdef _reset(self)
+    cpdef _head_over(self)
+    cpdef _drop_body(self)

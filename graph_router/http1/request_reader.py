@@ -1,0 +1,355 @@
+"""Requests as the router receives them: bytes in, :class:`Request` or :class:`Rejection` out.
+
+Sans-IO (no sockets, no futures): the server's connection feeds what it read and takes
+the events in order. The rules a front-line proxy must not bend are decided here:
+
+- Limits hold while bytes arrive: a head over ``max_header_bytes`` is 431 (414 while
+  the request line is still open) as soon as it is crossed, not when its line ends; a
+  declared or received body over ``max_body_bytes`` is 413; past the server-wide
+  :class:`BufferBudget`, a new body is 503.
+- RFC 9112 §3.2: an HTTP/1.1 request without ``Host``, or any request with two, is 400.
+- RFC 9110 §6.5.1: trailer fields are never merged into the header section (dropped).
+- Upgrade and CONNECT (RFC 9110 §7.8, §9.3.6) are refused: 400 and 405.
+- RFC 9110 §10.1.1 / §15.2: ``100 Continue`` is wanted only by HTTP/1.1 requests that
+  still have a body to send; never for HTTP/1.0.
+- After a rejection, or a request that ends the connection, nothing more is parsed: one
+  error answer per bad stream, and the rest of the stream is not trusted.
+
+Events come out in stream order, so the connection answers them in that order
+(RFC 9112 §9.3.2).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import httptools
+
+from .rules import HeadMeter
+
+
+class Request:
+    """One request, whole: the body arrived in full before the handler runs.
+
+    ``held``: bytes of the server's :class:`BufferBudget` this body holds, given back
+    when its answer is done. ``connection``: set by the server glue.
+    """
+
+    # Plain classes rather than dataclasses for the objects made on every request: a
+    # dataclass's generated __init__ stays interpreted Python even in the compiled build.
+    __slots__ = ("body", "connection", "head_only", "headers", "held", "http10", "keep_alive", "method", "path",
+                 "query")
+
+    def __init__(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes,
+                 connection: Any = None) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.connection = connection
+        self.keep_alive = True
+        self.http10 = False
+        self.head_only = method == "HEAD"
+        self.held = 0
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.path!r}, {len(self.body)} bytes)"
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, by case-insensitive name."""
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+
+class Rejection:
+    """An error answer for a request that will not run; the connection closes after it."""
+
+    __slots__ = ("cause", "error", "head_only", "headers", "status")
+
+    def __init__(self, status: int, error: str, cause: str, headers: list[tuple[str, str]] | None = None,
+                 head_only: bool = False) -> None:
+        self.status = status
+        self.error = error
+        self.cause = cause
+        self.headers = headers
+        self.head_only = head_only  # the rejected request is a HEAD: the answer has no content
+
+    def __repr__(self) -> str:
+        return f"Rejection({self.status}, {self.cause!r})"
+
+
+class BufferBudget:
+    """Request body bytes held across all of a server's connections, capped.
+
+    Bodies are buffered whole before the graph runs; without a cap, many clients each
+    sending a large body at once could take all memory. Counted as bytes arrive and
+    given back when the request's answer is done or its connection is lost.
+    """
+
+    __slots__ = ("cap", "used")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+
+    def fits(self, n: int) -> bool:
+        return self.used + n <= self.cap
+
+    def take(self, n: int) -> bool:
+        """Hold ``n`` more bytes; False (nothing held) when that would pass the cap."""
+        if self.used + n > self.cap:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+class ReaderLimits:
+    """Per-connection limits, in bytes."""
+
+    __slots__ = ("max_body_bytes", "max_header_bytes")
+
+    def __init__(self, max_header_bytes: int = 64 * 1024, max_body_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_header_bytes = max_header_bytes
+        self.max_body_bytes = max_body_bytes
+
+
+_NO_HEADERS: list[tuple[str, str]] = []
+RETRY_LATER = [("Retry-After", "1")]
+
+
+class RequestReader:
+    """Parses one connection's request stream into events (see the module docstring).
+
+    ``events``: :class:`Request` and :class:`Rejection` objects in stream order; the glue
+    pops them. ``continue_wanted`` is set when the request being read asked for
+    ``100 Continue`` and may have it now; the glue clears it once handled.
+    """
+
+    def __init__(self, limits: ReaderLimits, budget: BufferBudget | None = None) -> None:
+        self.limits = limits
+        self.budget = budget if budget is not None else BufferBudget(1 << 62)
+        self.events: deque[Request | Rejection] = deque()
+        self.continue_wanted = False
+        self.stopped = False  # a rejection was made, or a request ended the connection
+        self._parser: Any = httptools.HttpRequestParser(self)
+        self._meter = HeadMeter(limits.max_header_bytes)
+        self._began = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.in_message = False
+        self._head_done = False
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
+        self._body: Any = None  # bytes (one piece), a bytearray (several), or None
+        self._held = 0
+        self._hosts = 0
+        self._declared = 0
+        self._expect_continue = False
+        self._meter.reset()
+
+    # --- the glue's side --------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; events for every request it completes are appended in order."""
+        if self.stopped:
+            return
+        parser = self._parser
+        if parser is None:
+            return
+        self._began = False
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Refused at headers-complete already; llhttp then stops at the upgrade point.
+            if not self.stopped:
+                self._reject(400, "Bad Request", "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            if not self.stopped:
+                self._reject(400, "Bad Request", f"malformed HTTP request ({_parser_reason(exc)})")
+            return
+        if self.in_message and not self._head_done and not self.stopped and not self._began \
+                and self._meter.add(len(data)):
+            self._head_over()
+
+    def timed_out(self) -> bool:
+        """The read deadline passed: a request half-read gets 408. True when it did."""
+        if self.in_message and not self.stopped:
+            self._reject(408, "Request Timeout", "the request did not arrive in time")
+            return True
+        return False
+
+    def close(self) -> None:
+        """Forget everything at once (the connection is gone): buffers, budget and parser.
+
+        Breaking the parser's reference back to us means nothing here waits for the
+        cycle collector, whatever its thresholds or ``gc.freeze()``.
+        """
+        self.stopped = True
+        self._parser = None
+        self._drop_body()
+        for event in self.events:
+            if isinstance(event, Request) and event.held:
+                self.budget.give(event.held)
+                event.held = 0
+        self.events.clear()
+
+    # --- llhttp callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._reset()
+        self.in_message = True
+        self._began = True
+
+    def on_url(self, url: bytes) -> None:
+        if self.stopped:
+            return
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._reject(414, "URI Too Long", "the request line is too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done or self.stopped:
+            return  # a trailer field (RFC 9110 §6.5.1): never merged into the headers
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._head_over()
+            return
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # Compare lengths first: most headers are none of these, and that is cheaper.
+        n = len(name)
+        if n == 4 and name.lower() == b"host":
+            self._hosts += 1
+        elif n == 14 and name.lower() == b"content-length":
+            # llhttp has already refused a malformed or conflicting length.
+            self._declared = int(value) if value.isdigit() else 0
+        elif n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
+
+    def on_headers_complete(self) -> None:
+        if self.stopped:
+            return
+        self._head_done = True
+        parser = self._parser
+        http10 = parser.get_http_version() == "1.0"
+        if parser.should_upgrade():
+            if parser.get_method() == b"CONNECT":
+                self._reject(405, "Method Not Allowed", "CONNECT is not supported: this is not a forward proxy",
+                             [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")])
+            else:
+                self._reject(400, "Bad Request", "protocol upgrades are not supported")
+            return
+        if self._hosts > 1:
+            self._reject(400, "Bad Request", "the request has more than one Host header")
+            return
+        if self._hosts == 0 and not http10:
+            self._reject(400, "Bad Request", "an HTTP/1.1 request must have a Host header")
+            return
+        declared = self._declared
+        if declared > self.limits.max_body_bytes:
+            self._reject(413, "Request Entity Too Large",
+                         f"request body of {declared} bytes is over the "
+                         f"{self.limits.max_body_bytes}-byte limit")
+            return
+        if declared > 0 and not self.budget.fits(declared):
+            self._reject(503, "Service Unavailable", "the router is buffering too many request bodies",
+                         RETRY_LATER)
+            return
+        if self._expect_continue and not http10 and declared != 0:
+            self.continue_wanted = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.stopped:
+            return
+        n = len(body)
+        size = self._held + n
+        if size > self.limits.max_body_bytes:
+            self._reject(413, "Request Entity Too Large",
+                         f"request body is over the {self.limits.max_body_bytes}-byte limit")
+            return
+        if not self.budget.take(n):
+            self._reject(503, "Service Unavailable", "the router is buffering too many request bodies",
+                         RETRY_LATER)
+            return
+        self._held = size
+        held = self._body
+        if held is None:
+            self._body = body
+        elif isinstance(held, bytearray):
+            held += body
+        else:
+            # A second piece: grow one buffer instead of keeping a list to join later.
+            buf = bytearray(held)
+            buf += body
+            self._body = buf
+
+    def on_message_complete(self) -> None:
+        if self.stopped:
+            return
+        parser = self._parser
+        url = self._url
+        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
+            path, query = url, b""  # the common case, without building a URL object
+        elif url == b"*":
+            path, query = url, b""  # asterisk-form (RFC 9112 §3.2.4), for OPTIONS
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._reject(400, "Bad Request", "the request target is not a valid URL")
+                return
+            path, query = parsed.path or b"/", parsed.query or b""
+        held = self._body
+        request = Request(
+            parser.get_method().decode("latin-1"),
+            path.decode("latin-1"),
+            query.decode("latin-1"),
+            self._headers,
+            b"" if held is None else (held if isinstance(held, bytes) else bytes(held)),
+        )
+        request.held = self._held
+        request.http10 = parser.get_http_version() == "1.0"
+        request.keep_alive = parser.should_keep_alive()
+        self._body = None
+        self._held = 0
+        self.events.append(request)
+        self._reset()
+        self.continue_wanted = False
+        if not request.keep_alive:
+            self.stopped = True  # the client said this is the last request (RFC 9112 §9.6)
+
+    # --- rejections -------------------------------------------------------------------
+    def _head_over(self) -> None:
+        if self._headers or self._head_done:
+            self._reject(431, "Request Header Fields Too Large",
+                         f"the header block is over {self.limits.max_header_bytes} bytes")
+        else:
+            self._reject(414, "URI Too Long", "the request line is too long")
+
+    def _reject(self, status: int, error: str, cause: str, headers: list[tuple[str, str]] | None = None) -> None:
+        """One error answer for the request being read; nothing after it is parsed."""
+        self.stopped = True
+        self.continue_wanted = False
+        self._drop_body()
+        self.in_message = False
+        head_only = self._head_done and self._parser is not None and self._parser.get_method() == b"HEAD"
+        self.events.append(Rejection(status, error, cause, headers, head_only))
+
+    def _drop_body(self) -> None:
+        if self._held:
+            self.budget.give(self._held)
+            self._held = 0
+        self._body = None
+
+
+def _parser_reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:100]
