@@ -43,6 +43,10 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import DemoOptions, run_demo
+    from .serve import check_url
+
+    if args.llm_url:
+        check_url(args.llm_url, "--llm-url")
 
     # The answer is this command's output: at the default level the router's per-request
     # log lines would land in the middle of it. An explicit other --log-level is kept.

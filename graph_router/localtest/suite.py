@@ -27,6 +27,7 @@ from ..loader import dotted, load_graph_file
 from ..loader import line_of as loader_line_of
 from ..plan import compile_graph
 from ..spec import InferenceGraph
+from ..validation import urlsplit_safe
 
 Loc = tuple[int | str, ...]
 
@@ -93,7 +94,7 @@ class StubSpec(Answer):
             raise ValueError("sequence needs at least one answer")
         if any(a.fail == "refuse" for a in self.sequence or ()):
             raise ValueError("fail: refuse is for a whole stub (its URL refuses connections); in a sequence use reset")
-        if self.url is not None and not self.url.startswith(("http://", "https://")):
+        if self.url is not None and urlsplit_safe(self.url) is None:
             raise ValueError(f"url {self.url!r} is not an http(s) URL")
         return self
 
