@@ -122,7 +122,8 @@ def test_graph_json_stays_lenient_about_unknown_fields(caplog: Any) -> None:
 
 def test_data_is_request_or_response(tmp_path: Path, capsys: Any) -> None:
     """`data: $respose` is an error with the right value suggested (it used to mean $request)."""
-    path = write(tmp_path, "g.yaml", one_step("{serviceUrl: 'http://a/'}\n        - {serviceUrl: 'http://b/', data: $respose}"))
+    steps = "{serviceUrl: 'http://a/'}\n        - {serviceUrl: 'http://b/', data: $respose}"
+    path = write(tmp_path, "g.yaml", one_step(steps))
     assert main(["validate", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:10: node 'root' step 1: data '$respose' is neither $request nor $response" in err
