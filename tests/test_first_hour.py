@@ -493,3 +493,19 @@ def test_graph_drawing_shows_extensions(tmp_path: Path, capsys: Any, fmt: str) -
     assert "policy: timeout 60s, 2 retries on errors, 503" in out
     assert "streams to the client" in out
     assert "deadline 30s" in out
+
+
+# ---------------------------------------------------------- 17: a clone on its own
+
+
+def test_gjson_conformance_runs_in_a_clone_without_shared(tmp_path: Path) -> None:
+    """The conformance tests and their vectors live in the repository: a copy with no ../shared passes."""
+    clone = tmp_path / "clone"
+    (clone / "tests" / "data").mkdir(parents=True)
+    for name in ("tests/test_gjson_conformance.py", "tests/data/gjson_vectors.jsonl"):
+        (clone / name).write_bytes((ROOT / name).read_bytes())
+    env = {k: v for k, v in ENV.items() if k != "GRAPH_ROUTER_SHARED"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=clone,
+                          capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout.decode()[-2000:]
+    assert b" passed" in proc.stdout and b"skipped" not in proc.stdout

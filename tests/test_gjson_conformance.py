@@ -1,13 +1,13 @@
 """Conformance of graph_router.gjson with tidwall/gjson.
 
-The vectors in shared/conformance/gjson_vectors.jsonl were produced by tidwall/gjson
-itself; every one must match exactly (validity, existence, type and raw text).
+The vectors in tests/data/gjson_vectors.jsonl were produced by tidwall/gjson itself
+(a copy of the project's shared conformance file, kept here so a plain clone tests
+them); every one must match exactly (validity, existence, type and raw text).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,18 +16,7 @@ import pytest
 
 from graph_router import gjson
 
-
-def _vector_file() -> Path:
-    relative = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "gjson_vectors.jsonl"
-    if relative.exists():
-        return relative
-    env = os.environ.get("GRAPH_ROUTER_SHARED")
-    if env:
-        return Path(env) / "conformance" / "gjson_vectors.jsonl"
-    return relative
-
-
-VECTOR_FILE = _vector_file()
+VECTOR_FILE = Path(__file__).resolve().parent / "data" / "gjson_vectors.jsonl"
 
 
 def _load_vectors() -> list[Any]:
@@ -61,7 +50,7 @@ DALE = '{"first": "Dale", "last": "Murphy", "age": 44, "nets": ["ig", "fb", "tw"
 
 
 def test_vector_file_is_present() -> None:
-    """The gjson-generated vector file is found (relative to the repo or via GRAPH_ROUTER_SHARED)."""
+    """The gjson-generated vector file is in the repository, so a clone with no ../shared tests every vector."""
     assert VECTOR_FILE.exists(), f"missing {VECTOR_FILE}"
     assert VECTORS, "vector file is empty"
 
