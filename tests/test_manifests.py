@@ -63,6 +63,7 @@ def render(directory: Path) -> list[dict[str, Any]]:
 
 
 RENDERED = render(CONFIG)
+RENDERED_SAMPLES = render(SAMPLES)
 
 
 def one(kind: str, name: str | None = None) -> dict[str, Any]:
@@ -110,14 +111,24 @@ def test_kustomization_renders_every_manifest() -> None:
               ["resources"]}
     manifests = {str(p.resolve()) for sub in ("crd", "rbac", "deployment") for p in (CONFIG / sub).glob("*.yaml")}
     assert manifests <= listed, f"not in the kustomization: {sorted(manifests - listed)}"
-    assert str((SAMPLES / "rag-pipeline.yaml").resolve()) in listed
     kinds = sorted({d["kind"] for d in RENDERED})
     assert kinds == sorted(["Namespace", "CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding",
                             "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
-                            "HorizontalPodAutoscaler", "PodDisruptionBudget", "InferenceGraph"])
-    for doc in RENDERED:
+                            "HorizontalPodAutoscaler", "PodDisruptionBudget"])
+    for doc in RENDERED + RENDERED_SAMPLES:
         if doc["kind"] not in CLUSTER_SCOPED:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
+
+
+def test_samples_are_their_own_kustomization() -> None:
+    """`kubectl apply -k config/` deploys no graph (its services may not exist); config/samples/ deploys
+    every sample graph, on purpose, and only graphs (the suites beside them are local test files)."""
+    assert not any(d["kind"] == "InferenceGraph" for d in RENDERED)
+    graph_files = {p.name for p in SAMPLES.glob("*.yaml")
+                   if any(d.get("kind") == "InferenceGraph" for d in documents(p))}
+    listed = set(yaml.safe_load((SAMPLES / "kustomization.yaml").read_text())["resources"])
+    assert listed == graph_files
+    assert {d["kind"] for d in RENDERED_SAMPLES} == {"InferenceGraph"}
 
 
 @pytest.mark.parametrize("doc", [d for d in RENDERED if d["kind"] != "InferenceGraph"],
@@ -250,7 +261,8 @@ def test_deployment_runs_router_and_sidecar_safely() -> None:
     assert ctl.command == "controller" and ctl.namespace == NAMESPACE
     assert str(ctl.output) == serve.graph
     assert Path(serve.graph).parent.as_posix() == graph_mount["mountPath"]
-    assert one("InferenceGraph", ctl.name)["metadata"]["namespace"] == NAMESPACE
+    sample = [d for d in RENDERED_SAMPLES if d["metadata"]["name"] == ctl.name]
+    assert len(sample) == 1 and sample[0]["metadata"]["namespace"] == NAMESPACE
     graph_url = {e["name"]: e for e in controller["env"]}["GRAPH_URL"]["value"]
     assert _expand([graph_url], env) == [f"http://{one('Service')['metadata']['name']}.{NAMESPACE}.svc.cluster.local"]
 

