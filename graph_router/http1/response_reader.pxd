@@ -1,0 +1,27 @@
+# Cython declarations for response_reader.py (an augmenting .pxd; see graph_router/httpserver.pxd).
+from .rules cimport HeadMeter
+
+cdef class ResponseReader:
+    cdef public object _parser
+    cdef public HeadMeter _meter
+    cdef public Py_ssize_t max_body
+    cdef public int state
+    cdef public bint streaming
+    cdef public bint got_bytes
+    cdef public bint keep_alive
+    cdef public str error
+    cdef public int error_kind
+    cdef public list chunks
+    cdef public int status
+    cdef public object content_type
+    cdef public object content_encoding
+    cdef public int framing
+    cdef public Py_ssize_t size
+    cdef public Py_ssize_t _head_size
+
+    cpdef _reset_head(self)
+    cpdef expect(self)
+    cpdef int feed(self, bytes data)
+    cpdef int eof(self)
+    cpdef bytes body(self)
+    cpdef str _head_error(self)

@@ -1,0 +1,209 @@
+"""Answers from a model service, sans-IO: bytes in, one state out, no sockets, no futures.
+
+:class:`ResponseReader` keeps the framing decisions of RFC 9110/9112 for the client side;
+llhttp (through httptools) tokenises. The glue (:class:`graph_router.httpclient._Connection`)
+calls :meth:`ResponseReader.expect` when it has written a request, feeds every byte it
+receives and acts on the state :meth:`ResponseReader.feed` returns:
+
+- ``HEAD``: the final answer's head has not arrived yet (1xx interim answers stay here).
+- ``BODY``: the head is in (``status``, ``content_type``, ``content_encoding``,
+  ``framing``); body bytes collect in ``chunks``.
+- ``DONE``: the answer ended at its framed end; ``keep_alive`` says whether the
+  connection may carry another request.
+- ``ERROR``: no usable answer; ``error`` and ``error_kind`` say why. Close the connection.
+
+Any byte that arrives while no answer is outstanding (before ``expect``, or after the
+answer's framed end) clears ``keep_alive`` and turns ``IDLE``/``DONE`` into ``UNSOLICITED``:
+such a connection is never reused, so a stray answer can never be read as the next
+request's (Go's "Unsolicited response received on idle HTTP channel").
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from .rules import HeadMeter, body_allowed
+
+# States, as feed() returns them.
+IDLE = 0
+HEAD = 1
+BODY = 2
+DONE = 3
+ERROR = 4
+UNSOLICITED = 5
+
+# error_kind values.
+MALFORMED = 1
+HEAD_TOO_LARGE = 2
+BODY_TOO_LARGE = 3
+CLOSED = 4
+
+# framing values (RFC 9112 §6.3), known once the head is in.
+NO_BODY = 0
+LENGTH = 1
+CHUNKED = 2
+UNTIL_CLOSE = 3
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop llhttp where the reader decided to."""
+
+
+class ResponseReader:
+    """The framing of one connection's answers, one at a time (no pipelining).
+
+    ``max_head``: bytes an answer's header section may take, enforced while it arrives
+    (:class:`~graph_router.http1.rules.HeadMeter` for bytes of a head still incomplete,
+    plus the fields' own sizes once they are parsed). ``max_body``: bytes of a body
+    that is collected whole (not when ``streaming``).
+    """
+
+    def __init__(self, max_head: int, max_body: int) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._meter = HeadMeter(max_head)
+        self.max_body = max_body
+        self.state = IDLE
+        self.streaming = False
+        self.got_bytes = False
+        self.keep_alive = False
+        self.error = ""
+        self.error_kind = 0
+        self.chunks: list[bytes] = []
+        self._reset_head()
+
+    def _reset_head(self) -> None:
+        self.status = 0
+        self.content_type: str | None = None
+        self.content_encoding: str | None = None
+        self.framing = UNTIL_CLOSE
+        self.size = 0
+        self._head_size = 0
+
+    def expect(self) -> None:
+        """A request was written: the next bytes are its answer."""
+        self.state = HEAD
+        self.streaming = False
+        self.got_bytes = False
+        self.keep_alive = False
+        self._meter.seen = 0
+        self._reset_head()
+
+    def feed(self, data: bytes) -> int:
+        """Parse ``data``; the state afterwards."""
+        state = self.state
+        if state != HEAD and state != BODY:
+            # No answer is outstanding: whatever this is, it answers nobody.
+            if state == IDLE or state == DONE:
+                self.state = UNSOLICITED
+            self.keep_alive = False
+            return self.state
+        self.got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            return self._fail(MALFORMED, "the service asked to upgrade the connection")
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Stop):
+                return self._fail(MALFORMED, f"the service's answer is not valid HTTP ({exc})")
+        except httptools.HttpParserError as exc:
+            if self.state == DONE:  # junk after the framed end: the answer stands
+                self.keep_alive = False
+                return DONE
+            return self._fail(MALFORMED, f"the service's answer is not valid HTTP ({exc})")
+        if self.state == HEAD and self._meter.add(len(data)):
+            # A head still incomplete past the limit: cut now, not when its line ends.
+            return self._fail(HEAD_TOO_LARGE, self._head_error())
+        return self.state
+
+    def eof(self) -> int:
+        """The service closed the connection (RFC 9112 §6.3, §9.6).
+
+        DONE: this ended a body delimited by the close; ERROR: an answer was still
+        outstanding; IDLE: none was (nothing to report).
+        """
+        state = self.state
+        self.keep_alive = False
+        if state == BODY and self.framing == UNTIL_CLOSE:
+            self.state = DONE  # a body delimited by the close ends here
+            return DONE
+        if state == HEAD or state == BODY:
+            return self._fail(CLOSED, "the service closed the connection before answering in full")
+        return IDLE
+
+    def body(self) -> bytes:
+        """The collected body, once; the chunk list is reused for the next answer."""
+        chunks = self.chunks
+        if not chunks:
+            return b""
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        return body
+
+    def _fail(self, kind: int, message: str) -> int:
+        self.state = ERROR
+        self.error_kind = kind
+        self.error = message
+        self.keep_alive = False
+        return ERROR
+
+    def _head_error(self) -> str:
+        return f"the answer's header section is over the {self._meter.limit}-byte limit"
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.state != HEAD:
+            # A second message after the framed end (a stray answer in the same read):
+            # stop here, the connection is not reusable.
+            self.keep_alive = False
+            raise _Stop()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.state != HEAD:
+            return  # trailer fields are never merged into the head (RFC 9110 §6.5.1)
+        self._head_size += len(name) + len(value) + 4
+        n = len(name)  # compare lengths first: most fields are none of these
+        if n == 12 and name.lower() == b"content-type":
+            self.content_type = value.decode("latin-1")
+        elif n == 14 and name.lower() == b"content-length":
+            if self.framing != CHUNKED:
+                self.framing = LENGTH
+        elif n == 16 and name.lower() == b"content-encoding":
+            # Repeated fields form one list (RFC 9110 §5.3).
+            coding = value.decode("latin-1").strip()
+            self.content_encoding = coding if self.content_encoding is None else (
+                self.content_encoding + ", " + coding)
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            # Chunked only when it is the final coding (RFC 9112 §6.3, rule 4).
+            final = value.rpartition(b",")[2].strip().lower()
+            self.framing = CHUNKED if final == b"chunked" else UNTIL_CLOSE
+
+    def on_headers_complete(self) -> None:
+        if self._head_size > self._meter.limit:
+            self._fail(HEAD_TOO_LARGE, self._head_error())
+            raise _Stop()
+        status = self._parser.get_status_code()
+        if status < 200:
+            return  # an interim answer (RFC 9110 §15.2): the final one follows
+        self.status = status
+        if not body_allowed(status):
+            self.framing = NO_BODY  # 204 and 304 carry none, whatever they declare (RFC 9110 §6.4.1)
+        self.state = BODY
+
+    def on_body(self, body: bytes) -> None:
+        if not self.streaming:
+            self.size += len(body)
+            if self.size > self.max_body:
+                self._fail(BODY_TOO_LARGE, f"the answer is over the {self.max_body}-byte limit")
+                raise _Stop()
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.state != BODY:
+            if self.state == HEAD:  # the end of an interim answer
+                self._head_size = 0
+                self._meter.seen = 0
+                self.content_type = self.content_encoding = None
+                self.framing = UNTIL_CLOSE
+            return
+        self.keep_alive = self._parser.should_keep_alive()
+        self.state = DONE
