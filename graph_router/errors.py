@@ -11,7 +11,8 @@
         ├── MappingError            a template reference selected nothing (400 / 502)
         ├── CircuitOpen             a service failed repeatedly: calls fail fast for a while (503)
         ├── DeadlineExceeded        the request's own deadline passed (504)
-        ├── AnswerTooLarge          a step's answer is over the size limit (502)
+        ├── AnswerTooLarge          a step's answer (head, body or decoded body) is over its limit (502)
+        ├── UnreadableAnswer        a step's body the router must read cannot be decoded (502)
         └── Overloaded              too many requests in flight in this process (503)
 
 Lower layers' exceptions (aiohttp, OS errors) are translated into these exactly once,
@@ -99,5 +100,11 @@ class Overloaded(RequestError):
 
 class AnswerTooLarge(RequestError):
     """A step answered with more bytes than the router holds for one answer."""
+
+    status = 502
+
+
+class UnreadableAnswer(RequestError):
+    """A step's body the router must read is in a content coding it cannot undo, or corrupt."""
 
     status = 502

@@ -1,28 +1,20 @@
 # Cython declarations for httpclient.py (an augmenting .pxd; see httpserver.pxd).
+from .http1.response_reader cimport ResponseReader
 
 cdef class _Connection:
     cdef public _HostPool _pool
-    cdef public Py_ssize_t _max_body
-    cdef public object _parser
+    cdef public ResponseReader reader
     cdef public object transport
     cdef public bint closed
     cdef public bint reusable
     cdef public double idle_since
     cdef public object _waiter
-    cdef public bint _got_bytes
     cdef public bint _reused
     cdef public bint _want_stream
     cdef public BodyStream _stream
-    cdef public int _status
-    cdef public list _chunks
-    cdef public Py_ssize_t _size
-    cdef public object _content_type
-    cdef public object _encoding
-    cdef public bint _framed
-    cdef public bint _chunked
-    cdef public bint _done
 
-    cpdef _reset(self)
+    cpdef _maybe_stream(self)
+    cpdef _complete(self)
     cpdef _fail(self, exc)
     cpdef object send(self, bytes data, bint reused, bint stream=*)
     cpdef close(self)
@@ -35,10 +27,9 @@ cdef class BodyStream:
     cdef public object _wakeup
     cdef public bint _paused
     cdef public bint _released
-    cdef public object _inflate
 
     cpdef _wake(self)
-    cpdef push(self, bytes chunk)
+    cpdef take(self, ResponseReader reader)
     cpdef finish(self)
     cpdef fail(self, exc)
     cpdef _release(self, bint complete)
@@ -61,6 +52,7 @@ cdef class HTTPClient:
     cdef public double keepalive
     cdef public double connect_timeout
     cdef public Py_ssize_t max_body
+    cdef public Py_ssize_t max_head
     cdef public bytes _user_agent
     cdef public dict _pools
     cdef public dict _targets
@@ -74,3 +66,4 @@ cdef class Answer:
     cdef public bytes body
     cdef public object content_type
     cdef public BodyStream stream
+    cdef public object encoding

@@ -7,8 +7,13 @@ step call needs: POST a byte body, read status and body, keep connections alive.
 
 - Keep-alive pools per (scheme, host, port), LIFO, bounded per host; callers wait
   for a free connection past the bound.
-- Response bodies framed by Content-Length, chunked encoding or connection close
-  (httptools' llhttp parser does the framing); gzip/deflate bodies are decoded.
+- Answers are framed by :class:`~graph_router.http1.response_reader.ResponseReader`
+  (sans-IO, on llhttp): Content-Length, chunked or connection close; 1xx, 204 and 304
+  carry no body; trailers are ignored; the header section has its own limit.
+- Bodies are returned as sent, ``Content-Encoding`` included (``Answer.encoding``):
+  relayed bodies keep their coding; readers decode with :mod:`graph_router.http1.content_coding`.
+- A connection is reused only when its request was fully written and its answer ended
+  at its exact framed end; a byte arriving while it is idle closes it.
 - A pooled connection the server closed before any byte of the answer arrived is
   reported as :class:`StaleConnection`, so the caller may retry once on a new one.
 - Timeouts: connect and whole-exchange; TLS for https URLs.
@@ -19,20 +24,30 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import zlib
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import httptools
+from .http1.response_reader import (
+    BODY,
+    BODY_TOO_LARGE,
+    CHUNKED,
+    CLOSED,
+    DONE,
+    ERROR,
+    HEAD_TOO_LARGE,
+    UNSOLICITED,
+    ResponseReader,
+)
 
 __all__ = [
     "ClientError",
     "ConnectError",
     "HTTPClient",
     "MalformedResponse",
+    "ResponseHeadTooLarge",
     "ResponseTooLarge",
     "StaleConnection",
 ]
@@ -62,22 +77,30 @@ class ResponseTooLarge(ClientError):
     """The answer's body is over the configured limit."""
 
 
+class ResponseHeadTooLarge(ClientError):
+    """The answer's header section is over the configured limit."""
+
+
 class Answer:
-    """Status, body and the header the router cares about.
+    """Status, body and the headers the router cares about.
 
     ``stream`` is set (and ``body`` empty) when a streaming answer was asked for and the
     service sent one (``text/event-stream``, or a chunked body): iterate it for the body
-    as it arrives. Leaving it early closes the connection. (A plain class: made for
-    every step call, and a dataclass's __init__ stays interpreted in the compiled build.)
+    as it arrives. Leaving it early closes the connection. ``encoding``: the answer's
+    Content-Encoding, None without one; the body (or stream) is still encoded.
+    (A plain class: made for every step call, and a dataclass's __init__ stays
+    interpreted in the compiled build.)
     """
 
-    __slots__ = ("body", "content_type", "status", "stream")
+    __slots__ = ("body", "content_type", "encoding", "status", "stream")
 
-    def __init__(self, status: int, body: bytes, content_type: str | None, stream: BodyStream | None = None) -> None:
+    def __init__(self, status: int, body: bytes, content_type: str | None, stream: BodyStream | None = None,
+                 encoding: str | None = None) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
         self.stream = stream
+        self.encoding = encoding
 
     def __repr__(self) -> str:
         return f"Answer({self.status}, {self.body[:80]!r}, {self.content_type!r})"
@@ -113,32 +136,27 @@ def parse_target(url: str) -> Target:
 
 
 class _Connection:
-    """One keep-alive connection; at most one request in flight."""
+    """One keep-alive connection, at most one request in flight: the asyncio glue.
 
-    def __init__(self, pool: _HostPool, max_body: int) -> None:
+    The framing decisions are :class:`~graph_router.http1.response_reader.ResponseReader`'s;
+    this class moves bytes into it and resolves the caller's future from the state it
+    reports. ``reusable`` is set only when an answer ended at its exact framed end on a
+    connection the service keeps alive; any byte after that end, or while the connection
+    sits idle in the pool, clears it and closes an idle connection (no answer can ever
+    be read by the wrong request).
+    """
+
+    def __init__(self, pool: _HostPool, max_body: int, max_head: int) -> None:
         self._pool = pool
-        self._max_body = max_body
-        self._parser = httptools.HttpResponseParser(self)
+        self.reader = ResponseReader(max_head, max_body)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reusable = False
         self.idle_since = 0.0
         self._waiter: asyncio.Future[Answer] | None = None
-        self._got_bytes = False
         self._reused = False
         self._want_stream = False
         self._stream: BodyStream | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self._status = 0
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._content_type: str | None = None
-        self._encoding: bytes | None = None
-        self._framed = False
-        self._chunked = False
-        self._done = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -146,103 +164,70 @@ class _Connection:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self._got_bytes = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(MalformedResponse("the service asked to upgrade the connection"))
-        except httptools.HttpParserError as exc:
-            self._fail(MalformedResponse(f"the service's answer is not valid HTTP ({exc})"))
+        reader = self.reader
+        state = reader.feed(data)
+        if state == DONE:
+            self._complete()
+        elif state == BODY:
+            if self._stream is not None:
+                self._stream.take(reader)
+            elif self._want_stream and self._waiter is not None:
+                self._maybe_stream()
+        elif state == ERROR:
+            self._fail(_client_error(reader))
+        elif state == UNSOLICITED:
+            # Bytes nobody asked for: never reuse this connection (Go closes it too).
+            self.reusable = False
+            if self._waiter is None and self._stream is None and self.transport is not None:
+                self.transport.close()
+
+    def eof_received(self) -> bool:
+        return False  # the service half-closed: close our side too (connection_lost follows)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._stream is not None and not self._done:
-            if not self._framed:
-                self.on_message_complete()
+        self.reusable = False
+        reader = self.reader
+        state = reader.eof()
+        if state == DONE:
+            self._complete()
+        elif state == ERROR:
+            if not reader.got_bytes and self._reused and self._stream is None:
+                self._fail(StaleConnection("the service closed a kept-alive connection"))
             else:
-                self._stream.fail(ConnectionClosed("the service closed the connection in the middle of its answer"))
-            return
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
-        if self._status and not self._framed and not self._done:
-            # A body delimited by the connection closing: EOF ends the message.
-            self.on_message_complete()
-            return
-        if not self._got_bytes and self._reused:
-            waiter.set_exception(StaleConnection("the service closed a kept-alive connection"))
-        else:
-            waiter.set_exception(ConnectionClosed("the service closed the connection before answering in full"))
+                self._fail(_client_error(reader))
 
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self._reset()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        n = len(name)  # compare lengths first: most headers are none of these
-        if n == 12 and name.lower() == b"content-type":
-            self._content_type = value.decode("latin-1")
-        elif n == 14 and name.lower() == b"content-length":
-            self._framed = True
-        elif n == 16 and name.lower() == b"content-encoding":
-            self._encoding = value.strip().lower()
-        elif n == 17 and name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
-            self._framed = self._chunked = True
-
-    def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
-        if self._status < 200 or self._status in (204, 304):
-            self._framed = True
-            return
-        if self._want_stream and (
-            self._chunked or (self._content_type or "").startswith("text/event-stream")
-        ):
+    def _maybe_stream(self) -> None:
+        """Answer with the head alone when the service streams (event stream or chunked)."""
+        reader = self.reader
+        if reader.framing == CHUNKED or (reader.content_type or "").startswith("text/event-stream"):
             waiter = self._waiter
             self._waiter = None
-            self._stream = BodyStream(self, self._encoding)
+            reader.streaming = True
+            stream = self._stream = BodyStream(self)
+            stream.take(reader)
             if waiter is not None and not waiter.done():
-                waiter.set_result(Answer(self._status, b"", self._content_type, self._stream))
+                waiter.set_result(Answer(reader.status, b"", reader.content_type, stream, reader.content_encoding))
 
-    def on_body(self, body: bytes) -> None:
-        if self._stream is not None:
-            self._stream.push(body)
+    def _complete(self) -> None:
+        """The answer ended at its framed end."""
+        reader = self.reader
+        self.reusable = reader.keep_alive and not self.closed
+        stream = self._stream
+        if stream is not None:
+            stream.take(reader)
+            stream.finish()
             return
-        self._size += len(body)
-        if self._size > self._max_body:
-            self._fail(ResponseTooLarge(f"the answer is over the {self._max_body}-byte limit"))
-            return
-        self._chunks.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._status < 200:  # 1xx interim answer: the real one follows
-            return
-        self._done = True
-        if self._stream is not None:
-            try:
-                self.reusable = self._parser.should_keep_alive() and not self.closed
-            except httptools.HttpParserError:
-                self.reusable = False
-            self._stream.finish()
-            return
+        if self._want_stream and self._waiter is not None and reader.framing == CHUNKED:
+            self._maybe_stream()  # head and whole body in one read: still a stream
+            if self._stream is not None:
+                self._stream.finish()
+                return
         waiter = self._waiter
         self._waiter = None
-        if waiter is None or waiter.done():
-            return
-        try:
-            self.reusable = self._parser.should_keep_alive() and not self.closed
-        except httptools.HttpParserError:
-            self.reusable = False
-        body = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
-        if self._encoding in (b"gzip", b"x-gzip", b"deflate"):
-            try:
-                body = zlib.decompress(body, 47 if self._encoding != b"deflate" else 15)
-            except zlib.error:
-                try:
-                    body = zlib.decompress(body, -15)
-                except zlib.error:
-                    waiter.set_exception(MalformedResponse("the answer's compressed body is corrupt"))
-                    return
-        waiter.set_result(Answer(self._status, body, self._content_type))
+        body = reader.body()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Answer(reader.status, body, reader.content_type, None, reader.content_encoding))
 
     def _fail(self, exc: ClientError) -> None:
         self.reusable = False
@@ -259,10 +244,10 @@ class _Connection:
         """Write one request; the future resolves with the answer (or its head, when streaming)."""
         assert self.transport is not None
         self.reusable = False
-        self._got_bytes = False
         self._reused = reused
         self._want_stream = stream
         self._stream = None
+        self.reader.expect()
         self._waiter = self._pool.loop.create_future()
         self.transport.write(data)
         return self._waiter
@@ -273,16 +258,29 @@ class _Connection:
             self.transport.close()
 
 
+def _client_error(reader: ResponseReader) -> ClientError:
+    """The exception for a reader's error."""
+    kind = reader.error_kind
+    if kind == BODY_TOO_LARGE:
+        return ResponseTooLarge(reader.error)
+    if kind == HEAD_TOO_LARGE:
+        return ResponseHeadTooLarge(reader.error)
+    if kind == CLOSED:
+        return ConnectionClosed(reader.error)
+    return MalformedResponse(reader.error)
+
+
 class BodyStream:
     """A streaming answer's body: chunks queue up here until the consumer takes them.
 
+    The bytes are the service's, as sent (a ``Content-Encoding`` is relayed, not undone).
     Reading from the service pauses while more than ``_HIGH_WATER`` chunks wait, so a
     slow client slows the service down instead of growing memory.
     """
 
     _HIGH_WATER = 64
 
-    def __init__(self, conn: _Connection, encoding: bytes | None) -> None:
+    def __init__(self, conn: _Connection) -> None:
         self._conn = conn
         self._chunks: deque[bytes] = deque()
         self._done = False
@@ -290,24 +288,17 @@ class BodyStream:
         self._wakeup: asyncio.Future[None] | None = None
         self._paused = False
         self._released = False
-        self._inflate = (
-            zlib.decompressobj(47 if encoding != b"deflate" else 15)
-            if encoding in (b"gzip", b"x-gzip", b"deflate")
-            else None
-        )
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
-    def push(self, chunk: bytes) -> None:
-        if self._inflate is not None:
-            try:
-                chunk = self._inflate.decompress(chunk)
-            except zlib.error:
-                self._conn._fail(MalformedResponse("the answer's compressed body is corrupt"))
-                return
-        self._chunks.append(chunk)
+    def take(self, reader: ResponseReader) -> None:
+        """Queue the body bytes the reader has collected."""
+        if not reader.chunks:
+            return
+        self._chunks.extend(reader.chunks)
+        reader.chunks.clear()
         if len(self._chunks) > self._HIGH_WATER and not self._paused and self._conn.transport is not None:
             self._paused = True
             self._conn.transport.pause_reading()
@@ -384,7 +375,7 @@ class _HostPool:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if not conn.closed and self.loop.time() - conn.idle_since < self.client.keepalive:
+            if conn.reusable and not conn.closed and self.loop.time() - conn.idle_since < self.client.keepalive:
                 return conn
             conn.close()
             self.open -= 1
@@ -406,8 +397,9 @@ class _HostPool:
                     self.waiters.remove(waiter)
             if not fresh and self.idle:
                 conn = self.idle.pop()
-                if not conn.closed:
+                if conn.reusable and not conn.closed:
                     return conn, True
+                conn.close()
                 self.open -= 1
         self.open += 1
         try:
@@ -423,7 +415,7 @@ class _HostPool:
         try:
             async with asyncio.timeout(self.client.connect_timeout):
                 _, proto = await self.loop.create_connection(
-                    lambda: cast(asyncio.Protocol, _Connection(self, self.client.max_body)),
+                    lambda: cast(asyncio.Protocol, _Connection(self, self.client.max_body, self.client.max_head)),
                     t.host,
                     t.port,
                     ssl=ssl_ctx,
@@ -438,6 +430,18 @@ class _HostPool:
         return cast(_Connection, proto)
 
     def release(self, conn: _Connection) -> None:
+        """Pool ``conn`` again, or close it.
+
+        Kept only when its answer ended cleanly on a kept-alive connection and every byte
+        of the request left our buffer: a service that answered early (say 413 before
+        reading the upload) would otherwise read our old body's rest as the next request.
+        """
+        transport = conn.transport
+        if transport is not None and transport.get_write_buffer_size():
+            # Answered before our request was written (RFC 9112 §9.3): sending the rest
+            # serves nobody, and the connection can never carry another request.
+            conn.reusable = False
+            transport.abort()
         if conn.reusable and not conn.closed:
             conn.idle_since = self.loop.time()
             self.idle.append(conn)
@@ -463,6 +467,7 @@ class HTTPClient:
     """Pooled keep-alive client; one per process, created inside the running loop.
 
     per_host: open connections per service; past it, calls wait for a free one.
+    max_body: bytes of an answer's body held whole; max_head: bytes of its header section.
     keepalive: seconds an idle connection is kept (below common server idle timeouts,
     so the client usually closes first and the stale-connection race stays rare).
     """
@@ -474,6 +479,7 @@ class HTTPClient:
         keepalive: float = 30.0,
         connect_timeout: float = 10.0,
         max_body: int = 256 * 1024 * 1024,
+        max_head: int = 64 * 1024,
         user_agent: str = "graph-router",
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -482,6 +488,7 @@ class HTTPClient:
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
         self.max_body = max_body
+        self.max_head = max_head
         self._user_agent = f"User-Agent: {user_agent}\r\n".encode("latin-1")
         self._pools: dict[tuple[str, str, int], _HostPool] = {}
         self._targets: dict[str, Target] = {}

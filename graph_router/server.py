@@ -20,9 +20,10 @@ import orjson
 from multidict import CIMultiDict
 
 from . import compiled_modules
-from .errors import DeadlineExceeded, RequestError
+from .errors import AnswerTooLarge, DeadlineExceeded, RequestError, UnreadableAnswer
 from .executor import Executor
 from .headers import HeaderPropagator
+from .http1 import content_coding
 from .httpserver import HTTPServer, Request, Response, ServerLimits, StreamingResponse, error_body
 from .plan import GraphPlan, Timeouts
 from .settings import ServerSettings
@@ -57,13 +58,14 @@ class _Relay:
 
     A failure after the first byte cannot change the status any more: an event stream
     ends with an SSE ``event: error`` carrying the usual error body; other bodies are
-    cut (the client sees an incomplete chunked answer). ``aclose`` closes the step's
-    connection even if the relay never started (the client left first).
+    cut (the client sees an incomplete chunked answer), and so is an encoded event
+    stream (plain text inside compressed bytes would corrupt it). ``aclose`` closes the
+    step's connection even if the relay never started (the client left first).
     """
 
-    def __init__(self, stream: StepStream, content_type: str | None, graph: str) -> None:
+    def __init__(self, stream: StepStream, content_type: str | None, graph: str, encoded: bool = False) -> None:
         self._stream = stream
-        self._sse = (content_type or "").startswith("text/event-stream")
+        self._sse = not encoded and (content_type or "").startswith("text/event-stream")
         self._graph = graph
         self._ended = False
 
@@ -175,13 +177,43 @@ class Router:
         finally:
             self._in_flight -= 1
         if result.stream is not None:
+            headers_out = [("Cache-Control", "no-cache")]
+            if result.content_encoding is not None:
+                headers_out.append(("Content-Encoding", result.content_encoding))
             return probe.end(StreamingResponse(
                 result.status,
-                _Relay(result.stream, result.content_type, plan.name),
+                _Relay(result.stream, result.content_type, plan.name, result.content_encoding is not None),
                 result.content_type or "application/octet-stream",
-                [("Cache-Control", "no-cache")],
+                headers_out,
             ))
+        if result.content_encoding is not None:
+            try:
+                answer = self._encoded_answer(result)
+            except RequestError as exc:
+                return probe.end(_error_response(exc.status, exc.cause), exc.cause)
+            return probe.end(answer)
         return probe.end(Response(result.status, result.body, _content_type(result.body)))
+
+    def _encoded_answer(self, result: StepResponse) -> Response:
+        """A step's compressed answer relayed byte for byte, with its Content-Encoding.
+
+        Its content type is sniffed on the decoded bytes (bounded, as every read of an
+        answer: a corrupt body or a bomb is a 502); a body in a coding the router cannot
+        undo is relayed with the service's own content type.
+        """
+        encoding = result.content_encoding
+        assert encoding is not None
+        try:
+            plain = content_coding.decode(result.body, encoding, self.settings.upstream.max_response_bytes)
+        except content_coding.UnsupportedCoding:
+            content_type = result.content_type or "application/octet-stream"
+        except content_coding.DecodedTooLarge as exc:
+            raise AnswerTooLarge(f"the graph's answer: {exc}") from None
+        except content_coding.CodingError as exc:
+            raise UnreadableAnswer(f"the graph's answer: {exc}") from None
+        else:
+            content_type = _content_type(plain)
+        return Response(result.status, result.body, content_type, [("Content-Encoding", encoding)])
 
     async def _run_with_deadline(
         self, plan: GraphPlan, body: bytes, headers: CIMultiDict[str], probe: RequestProbe

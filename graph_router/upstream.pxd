@@ -16,3 +16,4 @@ cdef class StepResponse:
     cdef public bytes body
     cdef public object content_type
     cdef public object stream
+    cdef public object content_encoding

@@ -2,8 +2,13 @@
 
 One pooled keep-alive client per process (:mod:`graph_router.httpclient`). A step call
 is ``POST <url>`` with the current body as bytes; the answer is its status and body
-(response headers are dropped, as KServe does). Transport failures become
-:class:`UpstreamError` here and nowhere else.
+(response headers are dropped, as KServe does, except its Content-Type and
+Content-Encoding). Transport failures become :class:`UpstreamError` here and nowhere else.
+
+Compressed answers (RFC 9110 §8.4): an answer that may become the graph's answer
+(``stream``/tail calls) keeps its body and its ``content_encoding``, so the router relays
+it byte for byte; every other answer is one a node reads, and is decoded here, bounded
+by ``max_response_bytes`` (:func:`readable`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from multidict import CIMultiDict
 
 from . import httpclient
 from .breaker import BREAKING_STATUSES, CircuitBreakers
-from .errors import AnswerTooLarge, CircuitOpen, DeadlineExceeded, UpstreamError
+from .errors import AnswerTooLarge, CircuitOpen, DeadlineExceeded, UnreadableAnswer, UpstreamError
 from .extensions import StepPolicy
+from .http1 import content_coding
 
 logger = logging.getLogger(__name__)
 
@@ -28,18 +34,21 @@ logger = logging.getLogger(__name__)
 class StepResponse:
     """What a step answered: status and body bytes, or a body still streaming in.
 
+    ``content_encoding``: set when ``body`` (or ``stream``) is still in the service's
+    content coding, to be relayed as it is; :func:`readable` decodes it for reading.
     A plain class: one is made for every step, and a dataclass's __init__ stays
     interpreted Python in the compiled build. Treat it as immutable.
     """
 
-    __slots__ = ("body", "content_type", "status", "stream")
+    __slots__ = ("body", "content_encoding", "content_type", "status", "stream")
 
     def __init__(self, status: int, body: bytes, content_type: str | None = None,
-                 stream: StepStream | None = None) -> None:
+                 stream: StepStream | None = None, content_encoding: str | None = None) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
         self.stream = stream
+        self.content_encoding = content_encoding
 
     def __repr__(self) -> str:
         return f"StepResponse({self.status}, {self.body[:80]!r}, {self.content_type!r})"
@@ -48,17 +57,38 @@ class StepResponse:
     def ok(self) -> bool:
         return 200 <= self.status <= 299
 
-    async def whole(self) -> bytes:
-        """The whole body, reading a streamed one to its end (for callers that need it all)."""
+    async def whole(self, limit: int = 256 * 1024 * 1024) -> bytes:
+        """The whole body, decoded, reading a streamed one to its end (for callers that read it)."""
         if self.stream is None:
-            return self.body
-        chunks = []
-        try:
-            async for chunk in self.stream:
-                chunks.append(chunk)
-        finally:
-            await self.stream.aclose()
-        return b"".join(chunks)
+            body = self.body
+        else:
+            chunks = []
+            try:
+                async for chunk in self.stream:
+                    chunks.append(chunk)
+            finally:
+                await self.stream.aclose()
+            body = b"".join(chunks)
+        if self.content_encoding is None:
+            return body
+        return readable(body, self.content_encoding, limit, "the graph's answer")
+
+
+def readable(body: bytes, encoding: str | None, limit: int, source: str) -> bytes:
+    """``body`` with its content codings undone, for a node (or the router) to read it.
+
+    Bounded while it runs; at most ``limit`` decoded bytes. A coding the router cannot
+    undo, a corrupt body or one decoding past the limit fails with 502, naming
+    ``source`` (the step call) and the coding.
+    """
+    if encoding is None:
+        return body
+    try:
+        return content_coding.decode(body, encoding, limit)
+    except content_coding.DecodedTooLarge as exc:
+        raise AnswerTooLarge(f"{source}: {exc}") from None
+    except content_coding.CodingError as exc:
+        raise UnreadableAnswer(f"{source}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +100,10 @@ class UpstreamSettings:
     pool_per_host: keep-alive connections kept per service; bounded so a slow service
     cannot take every socket.
     keepalive_seconds: idle connections are closed after this, before typical servers do.
-    max_response_bytes: a step answer above this fails the step (memory stays bounded).
+    max_response_bytes: a step answer above this fails the step (memory stays bounded);
+    for a body the router reads, the limit is on its decoded bytes.
+    max_response_head_bytes: a step answer's header section above this fails the step
+    with 502 (enforced while it arrives).
     breaker_failures: consecutive failures that open a service's circuit (0: never).
     breaker_cooldown: seconds an open circuit fails calls fast before one probe.
     """
@@ -80,6 +113,7 @@ class UpstreamSettings:
     keepalive_seconds: float = 30.0
     connect_timeout: float = 10.0
     max_response_bytes: int = 256 * 1024 * 1024
+    max_response_head_bytes: int = 64 * 1024
     breaker_failures: int = 5
     breaker_cooldown: float = 5.0
 
@@ -102,6 +136,7 @@ class UpstreamClient:
             keepalive=s.keepalive_seconds,
             connect_timeout=s.connect_timeout,
             max_body=s.max_response_bytes,
+            max_head=s.max_response_head_bytes,
         )
         self._breakers = CircuitBreakers(s.breaker_failures, s.breaker_cooldown, self._http.loop.time)
 
@@ -146,6 +181,8 @@ class UpstreamClient:
         A kept-alive connection that the service had closed before any byte of the answer
         arrived is retried once, on a new connection. With ``stream``, an answer the
         service streams is returned at its first byte, its body in ``stream``.
+        ``stream`` also means the answer may be relayed as the graph's: its body keeps its
+        Content-Encoding. Without it, a node reads the body, so it comes back decoded.
 
         ``policy`` (from the extensions) sets the step's own timeout and retries;
         ``deadline`` (loop time) bounds every attempt and every backoff pause.
@@ -205,6 +242,11 @@ class UpstreamClient:
         breakers = self._breakers
         if http is None or breakers is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
+        if url.startswith(("grpc://", "grpcs://")):
+            # A gRPC step (graph_router.grpc.steps): same breakers, inside the same retries.
+            from .grpc import steps as grpc_steps
+
+            return await grpc_steps.call(url, body, headers, timeout, breakers, self._settings.max_response_bytes)
         if url.startswith("https://") and await self._istio_rewrite():
             url = "http://" + url[len("https://") :]
         try:
@@ -225,22 +267,26 @@ class UpstreamClient:
                     answer = await http.post(url, headers, body, fresh=True, timeout=timeout, stream=stream)
             except TimeoutError as exc:
                 raise UpstreamError(f"step call to {url} timed out after {timeout:g}s") from exc
-            except httpclient.ResponseTooLarge as exc:
+            except (httpclient.ResponseTooLarge, httpclient.ResponseHeadTooLarge) as exc:
                 raise AnswerTooLarge(f"step call to {url}: {exc}") from exc
             except httpclient.ClientError as exc:
                 raise UpstreamError(f"step call to {url} failed: {exc}") from exc
-            if answer.stream is not None:
-                result = StepResponse(answer.status, b"", answer.content_type, StepStream(answer.stream, url))
-            else:
-                result = StepResponse(answer.status, answer.body, answer.content_type)
         except UpstreamError:
             breakers.record(key, ok=False)
             raise
         except BaseException:
             breakers.record(key, ok=True)  # cancelled by our side: says nothing about the service
             raise
-        breakers.record(key, ok=result.status not in BREAKING_STATUSES)
-        return result
+        breakers.record(key, ok=answer.status not in BREAKING_STATUSES)
+        if answer.stream is not None:
+            return StepResponse(answer.status, b"", answer.content_type, StepStream(answer.stream, url),
+                                answer.encoding)
+        if answer.encoding is None:
+            return StepResponse(answer.status, answer.body, answer.content_type)
+        if stream:  # may be relayed as the graph's answer: keep it as the service sent it
+            return StepResponse(answer.status, answer.body, answer.content_type, None, answer.encoding)
+        body = readable(answer.body, answer.encoding, self._settings.max_response_bytes, f"step call to {url}")
+        return StepResponse(answer.status, body, answer.content_type)
 
 
 class StepStream:
