@@ -20,7 +20,8 @@ async def _serve_forever(choice: EmbedderChoice) -> None:
     async with DemoServices(embedder, StandInSettings()) as services:
         print(f"embedder: {embedder.description}")
         flags = " ".join(f"--service {name}={url}" for name, url in services.for_graph().items())
-        print(f"graph-router serve config/samples/rag-pipeline.yaml {flags}", flush=True)
+        print(f"graph-router serve config/samples/rag-pipeline.yaml {flags} --host 127.0.0.1 --drain-seconds 0",
+              flush=True)
         await asyncio.Event().wait()
 
 
