@@ -509,3 +509,44 @@ def test_gjson_conformance_runs_in_a_clone_without_shared(tmp_path: Path) -> Non
                           capture_output=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout.decode()[-2000:]
     assert b" passed" in proc.stdout and b"skipped" not in proc.stdout
+
+
+# ------------------------------------------------------------------- 5, 18: README
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def _code_blocks(text: str) -> list[str]:
+    return [block.split("\n", 1)[1] for block in text.split("```")[1::2] if "\n" in block]
+
+
+def test_readme_conditions_are_ones_that_can_match() -> None:
+    """Every condition the README shows (explain example, graph, table) is one that can match."""
+    import re
+
+    shown = re.findall(r'"condition":"((?:[^"\\]|\\.)*)"', README)
+    shown += re.findall(r"condition: '([^']*)'", README)
+    shown += re.findall(r"\| `([^`|]*#\([^`|]*)` \|", README)
+    assert len(shown) >= 5
+    for condition in shown:
+        condition = condition.replace('\\"', '"')
+        assert never_matches(condition) is None, condition
+    assert "### Conditions on top-level fields" in README
+
+
+def test_readme_local_commands_are_ready_to_paste() -> None:
+    """.venv is activated before the first bare command, local serve lines stay on loopback, and the
+    demo's question is shown with curl, streaming."""
+    first_command = README.index("graph-router serve config/samples/classic-v1-chain.yaml")
+    assert README.index(". .venv/bin/activate") < first_command
+    assert ".venv/bin/graph-router" in README[:first_command]
+    serve_lines = [line for block in _code_blocks(README) for line in block.splitlines()
+                   if "graph-router serve" in line and "/graph/graph.json" not in line]
+    assert serve_lines
+    for line in serve_lines:
+        joined = line if "--host" in line else README[README.index(line):README.index(line) + 400]
+        assert "--host 127.0.0.1" in joined, line
+    assert "--drain-seconds 0" in README
+    assert "curl -N localhost:8080" in README and '"question": "How does graph_router stream' in README
+    assert "data: [DONE]" in README
