@@ -17,7 +17,7 @@ from .errors import GraphError, GraphValidationError
 from .extensions import ANNOTATION, GraphExtensions, StepExtension, StepPolicy, read_extensions
 from .mapping import Template
 from .spec import ROOT_NODE, InferenceGraph, InferenceRouter, RouterType
-from .validation import source_of, step_label, urlsplit_safe, validate
+from .validation import source_of, step_label, step_url_problem, validate
 
 # KServe's defaults for spec.routerTimeouts, in seconds.
 DEFAULT_SERVER_READ = 60.0
@@ -111,8 +111,8 @@ def compile_graph(
     step_ext: dict[tuple[str, int], StepExtension] = {}
     templates: dict[tuple[str, int], Template] = {}
     for key, url in (services or {}).items():
-        if urlsplit_safe(url) is None:
-            problems.append(f"service {key!r}: {url!r} is not an http:// or https:// URL")
+        if step_url_problem(url) is not None:
+            problems.append(f"service {key!r}: {url!r} is not an http:// or https:// (or grpc(s)://) step URL")
     if not problems:
         problems.extend(at + p for p in _attach_extensions(graph, extensions, step_ext, templates))
     if not problems and require_urls:

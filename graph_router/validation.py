@@ -222,11 +222,21 @@ def _check_target(
             f"{at}: nodeName {step.node_name!r} is not a node of this graph"
             f"{did_you_mean(step.node_name, node_names)}"))
     if step.service_url:
-        parts = urlsplit_safe(step.service_url)
-        if parts is None:
-            problems.append(Finding((*loc, "serviceUrl"),
-                                    f"{at}: serviceUrl {step.service_url!r} is not an http(s) URL"))
+        wrong = step_url_problem(step.service_url)
+        if wrong is not None:
+            problems.append(Finding((*loc, "serviceUrl"), f"{at}: serviceUrl {wrong}"))
     return problems, authoring
+
+
+def step_url_problem(url: str) -> str | None:
+    """None for a URL a step can call (http, https, grpc, grpcs), else what is wrong, quoting it."""
+    if url.startswith(("grpc://", "grpcs://")):
+        from .grpc.urls import problem
+
+        return problem(url)
+    if urlsplit_safe(url) is None:
+        return f"{url!r} is not an http(s) URL (nor a grpc:// or grpcs:// one)"
+    return None
 
 
 def urlsplit_safe(url: str) -> tuple[str, str] | None:

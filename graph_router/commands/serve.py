@@ -55,7 +55,7 @@ def parse_services(pairs: list[str]) -> dict[str, str]:
             name, sep, url = pair.partition("=")
             if not sep or not name or not url:
                 raise GraphError(f"--service {pair!r}: expected NAME=URL or URL=URL")
-        services[name] = check_url(url, f"--service {pair}")
+        services[name] = url if url.startswith(("grpc://", "grpcs://")) else check_url(url, f"--service {pair}")
     return services
 
 
@@ -131,6 +131,9 @@ def register(sub: Any) -> None:
                    help="log lines as JSON objects (default) or text; one line per graph request at INFO")
     p.add_argument("--no-explain", dest="explain", action="store_false",
                    help="ignore X-Graph-Explain request headers (the answer would show service URLs)")
+    p.add_argument("--grpc-port", type=port_number, default=None, metavar="N",
+                   help="also serve the Open Inference Protocol v2 over gRPC on this port (8081 by convention; "
+                   "off by default): ModelInfer with the graph's name runs it")
     p.set_defaults(func=run)
 
 
@@ -223,7 +226,7 @@ async def _main(args: argparse.Namespace, settings: ServerSettings, specs: dict[
                 settings,
                 plan,
                 reuse_port=args.worker_process,
-                background=_beside(reloader, main, settings, tell=not args.worker_process),
+                background=_with_grpc(args, settings, _beside(reloader, main, settings, tell=not args.worker_process)),
                 workers=WorkerGroup.from_env(os.environ) if args.worker_process else None,
             )
     finally:
@@ -242,6 +245,17 @@ def _beside(reloader: Any, main: asyncio.Task[Any], settings: ServerSettings, *,
             await reloader.run(router)
 
     return background
+
+
+def _with_grpc(
+    args: argparse.Namespace, settings: ServerSettings, background: Callable[[Router], Coroutine[Any, Any, None]]
+) -> Callable[[Router], Coroutine[Any, Any, None]]:
+    """``background``, with the gRPC front (graph_router.grpc) beside it when --grpc-port is given."""
+    if args.grpc_port is None:
+        return background
+    from ..grpc.front import with_grpc
+
+    return with_grpc(background, settings.host, args.grpc_port)
 
 
 def _report_ready() -> None:

@@ -1,0 +1,359 @@
+"""The gRPC front: ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health`` for a graph.
+
+``serve --grpc-port N`` runs it beside the HTTP server, in the same process and event
+loop, on the same :class:`~graph_router.server.Router`: the same plan (reloads
+included), executor, upstream client, breakers and ``PROPAGATE_HEADERS`` rules.
+
+``ModelInfer`` on the graph's name runs the graph. Its body arrives as bytes:
+
+- when every step the graph can run is a gRPC step that gets the request as it is
+  (:func:`passes_protobuf`), the bytes go on untouched to the step and the step's answer
+  comes back untouched (no parse, one copy of the tensors to rename the model);
+- otherwise the request is converted once to V2 JSON, the graph runs as for a REST
+  client, and its JSON answer is converted to a ``ModelInferResponse``.
+
+Graph failures become the gRPC status KServe maps their HTTP status to, with the cause
+as message. The client's deadline caps the graph's own ``deadlineSeconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import struct
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+import orjson
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2
+
+from .. import __version__
+from ..errors import DeadlineExceeded, RequestError
+from ..spec import RouterType
+from . import convert, status
+from ._proto import grpc_predict_v2_pb2 as pb
+from .steps import PROTO_ANSWER, RAW_REQUEST, close_channels
+from .urls import PREFIXES
+
+if TYPE_CHECKING:
+    from ..plan import GraphPlan
+    from ..server import Router
+    from ..settings import ServerSettings
+    from ..upstream import StepResponse
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_WATCH_POLL_SECONDS = 0.5
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def passes_protobuf(plan: GraphPlan) -> bool:
+    """Whether the front's protobuf bytes can go to the steps untouched.
+
+    True when nothing in the graph reads a body as JSON and every step that can run
+    calls a gRPC service with the graph's request: Sequence and Splitter nodes only
+    (a Switch tests conditions, an Ensemble merges JSON), no conditions, templates,
+    ``mapPredictionsToInstances``, ``v2OutputsToInputs`` or ``data: $response``.
+    """
+    for node in plan.nodes.values():
+        if node.kind not in (RouterType.SEQUENCE, RouterType.SPLITTER):
+            return False
+        for step in node.steps:
+            if (step.condition is not None or step.template is not None or step.map_predictions
+                    or step.v2_rename is not None or step.use_response):
+                return False
+            if step.node is None and not (step.url or "").startswith(PREFIXES):
+                return False
+    return True
+
+
+def request_model(raw: bytes) -> str:
+    """The ``model_name`` of a serialized ModelInferRequest, read without parsing the rest.
+
+    Walks the top-level fields only (a handful: the tensors are single fields), so the
+    tensor bytes are neither parsed nor copied. The last occurrence wins, as in protobuf.
+    """
+    view = memoryview(raw)
+    i, end = 0, len(raw)
+    name = b""
+    while i < end:
+        tag, i = _varint(view, i)
+        wire = tag & 7
+        if wire == 0:
+            _, i = _varint(view, i)
+        elif wire == 2:
+            length, i = _varint(view, i)
+            if tag >> 3 == 1:
+                name = bytes(view[i : i + length])
+            i += length
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"wire type {wire} is not valid here")
+        if i > end:
+            raise ValueError("the message ends inside a field")
+    return name.decode("utf-8")
+
+
+def _varint(view: memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(view) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = view[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def _message(body: bytes) -> str:
+    """The status message for an error answer: its ``cause``, else ``error``, else the text."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")[:2000]
+    if isinstance(doc, dict):
+        for key in ("cause", "error", "detail", "message"):
+            if isinstance(doc.get(key), str):
+                return str(doc[key])
+    return body.decode("utf-8", "replace")[:2000]
+
+
+def _answer(body: bytes, content_type: str | None) -> bytes:
+    """The graph's successful answer as a serialized ModelInferResponse."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # Not JSON at all (a text or binary step answer): carried whole as one BYTES output.
+        response = pb.ModelInferResponse()
+        out = response.outputs.add(name="body", datatype="BYTES", shape=[1])
+        out.parameters["content_type"].string_param = content_type or "application/octet-stream"
+        response.raw_output_contents.append(struct.pack("<I", len(body)) + body)
+        return response.SerializeToString()
+    return convert.json_to_response(doc).SerializeToString()
+
+
+class GRPCFront:
+    """The gRPC server of one router process."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+        self._server: grpc.aio.Server | None = None
+        self._raw_for: tuple[GraphPlan | None, bool] = (None, False)
+
+    def _ready(self) -> bool:
+        return self._router.plan is not None and not self._router.shutting_down
+
+    def _passes_protobuf(self, plan: GraphPlan) -> bool:
+        seen, answer = self._raw_for
+        if seen is not plan:  # a reload swapped the plan in: decide once for it
+            answer = passes_protobuf(plan)
+            self._raw_for = (plan, answer)
+        return answer
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0: any free port); returns the port."""
+        settings: ServerSettings = self._router.settings
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_body_bytes),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 1),  # --workers: every worker listens on the port
+            ],
+            maximum_concurrent_rpcs=settings.max_in_flight,
+        )
+        server.add_generic_rpc_handlers((self._inference_handlers(), self._health_handlers()))
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(errno.EADDRINUSE, f"cannot listen for gRPC on {address}: {exc}") from None
+        if bound == 0:
+            raise OSError(errno.EADDRINUSE, f"cannot listen for gRPC on {address}")
+        await server.start()
+        self._server = server
+        return bound
+
+    async def stop(self, grace: float | None) -> None:
+        """Refuse new calls; let those in flight finish for ``grace`` seconds."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        await close_channels()
+
+    def _inference_handlers(self) -> grpc.GenericRpcHandler:
+        def unary(behavior: Callable[[Any, Context], Coroutine[Any, Any, Any]], request: Any,
+                  response: Any) -> grpc.RpcMethodHandler[Any, Any]:
+            return grpc.unary_unary_rpc_method_handler(
+                behavior, request_deserializer=request.FromString, response_serializer=response.SerializeToString
+            )
+
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "ServerLive": unary(self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+            "ServerReady": unary(self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
+            "ModelReady": unary(self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+            "ServerMetadata": unary(self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+            "ModelMetadata": unary(self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+            # Bytes both ways: the body is parsed only when the graph needs it.
+            "ModelInfer": grpc.unary_unary_rpc_method_handler(self.model_infer),
+        })
+
+    def _health_handlers(self) -> grpc.GenericRpcHandler:
+        request = health_pb2.HealthCheckRequest
+        response = health_pb2.HealthCheckResponse
+        return grpc.method_handlers_generic_handler(HEALTH_SERVICE, {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                self.health_check, request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString),
+            "Watch": grpc.unary_stream_rpc_method_handler(
+                self.health_watch, request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString),
+        })
+
+    # --- inference.GRPCInferenceService ---------------------------------------------
+
+    async def server_live(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
+        """False while draining after SIGTERM, as /readyz answers 503."""
+        return pb.ServerReadyResponse(ready=self._ready())
+
+    async def _known(self, name: str, context: Context) -> GraphPlan:
+        plan = self._router.plan
+        if plan is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no graph is loaded yet")
+        assert plan is not None
+        if name != plan.name:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model {name!r} is not served here: this router serves graph {plan.name!r}")
+        return plan
+
+    async def model_ready(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
+        await self._known(request.name, context)
+        return pb.ModelReadyResponse(ready=self._ready())
+
+    async def server_metadata(self, request: pb.ServerMetadataRequest,
+                              context: Context) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="graph-router", version=__version__)
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest,
+                             context: Context) -> pb.ModelMetadataResponse:
+        """The graph as a model; its tensors are its steps' business, so none are listed."""
+        plan = await self._known(request.name, context)
+        return pb.ModelMetadataResponse(name=plan.name, platform="graph-router")
+
+    async def model_infer(self, raw: bytes, context: Context) -> bytes:
+        router = self._router
+        plan = router.plan
+        if plan is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no graph is loaded yet")
+        assert plan is not None
+        try:
+            name = request_model(raw)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a ModelInferRequest: {exc}")
+        if name != plan.name:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model {name!r} is not served here: this router serves graph {plan.name!r}")
+        pairs = [(k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)]
+        headers = router._propagator.select(pairs)
+        raw_mode = self._passes_protobuf(plan)
+        if raw_mode:
+            body = raw
+        else:
+            try:
+                body = orjson.dumps(convert.request_to_json(pb.ModelInferRequest.FromString(raw)))
+            except (convert.ConversionError, DecodeError) as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        token = RAW_REQUEST.set(raw if raw_mode else None)
+        try:
+            result = await self._run(plan, body, headers, context.time_remaining())
+            answer = await result.whole()
+        except RequestError as exc:
+            await context.abort(status.grpc_code(exc.status), exc.cause)
+        finally:
+            RAW_REQUEST.reset(token)
+        if not result.ok:
+            await context.abort(status.grpc_code(result.status), _message(answer))
+        if result.content_type == PROTO_ANSWER:
+            return answer
+        try:
+            return _answer(answer, result.content_type)
+        except convert.ConversionError as exc:
+            await context.abort(grpc.StatusCode.INTERNAL, f"the graph's answer cannot be a ModelInferResponse: {exc}")
+        raise AssertionError("unreachable")
+
+    async def _run(self, plan: GraphPlan, body: bytes, headers: Any, client_seconds: float | None) -> StepResponse:
+        """The graph under the tighter of its deadlineSeconds and the client's deadline."""
+        limits = [s for s in (plan.deadline, client_seconds) if s is not None]
+        executor = self._router._executor
+        if not limits:
+            return await executor.run(plan, body, headers)
+        seconds = min(limits)
+        deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await executor.run(plan, body, headers, None, None, deadline)
+        except TimeoutError:
+            raise DeadlineExceeded(f"the request outlived its deadline of {seconds:g}s") from None
+
+    # --- grpc.health.v1.Health ------------------------------------------------------
+
+    def _health(self, service: str) -> int | None:
+        if service not in ("", SERVICE):
+            return None
+        return int(_SERVING if self._ready() else _NOT_SERVING)
+
+    async def health_check(self, request: health_pb2.HealthCheckRequest,
+                           context: Context) -> health_pb2.HealthCheckResponse:
+        found = self._health(request.service)
+        if found is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=found)
+
+    async def health_watch(self, request: health_pb2.HealthCheckRequest,
+                           context: Context) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        """The status now, then each change (checked twice a second) until the client leaves."""
+        last = None
+        while True:
+            found = self._health(request.service)
+            now = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN if found is None else found
+            if now != last:
+                last = now
+                yield health_pb2.HealthCheckResponse(status=now)
+            await asyncio.sleep(_WATCH_POLL_SECONDS)
+
+
+def with_grpc(background: Callable[[Router], Coroutine[Any, Any, None]], host: str, port: int,
+              ) -> Callable[[Router], Coroutine[Any, Any, None]]:
+    """``serve``'s beside-the-server task, with a gRPC front listening on ``port`` for its lifetime.
+
+    The task is cancelled when the HTTP server stops (after the drain): the gRPC server
+    then refuses new calls and lets those in flight finish, as the HTTP server does.
+    """
+
+    async def run(router: Router) -> None:
+        front = GRPCFront(router)
+        bound = await front.start(host, port)
+        logger.info("gRPC (Open Inference Protocol v2) listening on %s:%d", host, bound)
+        try:
+            await background(router)
+            await asyncio.Event().wait()  # until cancelled at shutdown
+        finally:
+            await asyncio.shield(front.stop(router.settings.shutdown_timeout))
+
+    return run

@@ -1,0 +1,232 @@
+"""gRPC steps: ``ModelInfer`` calls on ``grpc://`` / ``grpcs://`` service URLs.
+
+:class:`~graph_router.upstream.UpstreamClient` hands every call to a gRPC URL to
+:func:`call`, inside its own retry and deadline loop, so step timeouts, retries and the
+request deadline apply as to REST steps; the circuit breakers are the same objects.
+
+One channel per target (scheme and authority) and event loop, kept for the life of the
+process: HTTP/2 multiplexes every concurrent call on it. Requests and answers cross the
+channel as bytes (no serializer), so a body the gRPC front received can be passed on
+as it came (:data:`RAW_REQUEST`) and an answer handed back the same way.
+
+What a node sees is V2 JSON: a JSON request is converted to protobuf here and the
+answer back to JSON; a non-OK status becomes the HTTP status KServe documents for it
+with ``{"error": details}`` as body, so ``dependency: Hard`` and ``retryOn`` read it as
+they read a REST answer. Transport failures (no connection, our own timeout) raise
+:class:`UpstreamError`, as for REST steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import Mapping
+from contextvars import ContextVar
+
+import grpc
+import grpc.aio
+import orjson
+from google.protobuf.message import DecodeError
+
+from ..breaker import BREAKING_STATUSES, CircuitBreakers
+from ..errors import AnswerTooLarge, CircuitOpen, RequestError, UnreadableAnswer, UpstreamError
+from ..upstream import StepResponse
+from . import convert, status, urls
+from ._proto import grpc_predict_v2_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+# The content type a step answer carries when its body is a serialized
+# ModelInferResponse handed back untouched (only for a RAW_REQUEST call).
+PROTO_ANSWER = "application/grpc+proto; message=inference.ModelInferResponse"
+
+# Set by the gRPC front, for one request, to the serialized ModelInferRequest it
+# received, when the graph can pass it on untouched (see front.passes_protobuf). A
+# step whose body *is* that object sends it on as bytes and answers in bytes
+# (PROTO_ANSWER): no parse, no JSON. Any other body is V2 JSON.
+RAW_REQUEST: ContextVar[bytes | None] = ContextVar("graph_router_grpc_raw_request", default=None)
+
+# gRPC UNAVAILABLE details that mean no server ever saw the call (a transport error,
+# retried and counted as REST connection failures are), not a server's own answer.
+_TRANSPORT_HINTS = ("failed to connect", "connection refused", "socket closed", "connection reset",
+                    "connections to all backends failing", "no route to host", "name resolution",
+                    "dns resolution failed", "handshake", "ssl")
+
+# Metadata a gRPC client library sets itself, or that HTTP/2 forbids.
+_RESERVED = frozenset({"content-type", "te", "user-agent", "host", "connection", "grpc-timeout",
+                       "grpc-encoding", "grpc-accept-encoding"})
+
+
+class ConversionFailed(RequestError):
+    """A step's request cannot be written as a ModelInferRequest (it is not V2 JSON)."""
+
+    status = 400
+
+
+class _Channels:
+    """This event loop's channels, one per target, and their ModelInfer callables."""
+
+    def __init__(self, max_response_bytes: int) -> None:
+        self._max = max_response_bytes
+        self._calls: dict[tuple[bool, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
+        self._channels: list[grpc.aio.Channel] = []
+
+    def infer(self, target: urls.GRPCTarget) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        key = (target.secure, target.authority)
+        method = self._calls.get(key)
+        if method is None:
+            options = [
+                ("grpc.max_receive_message_length", self._max),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.enable_retries", 0),  # the step's policy retries, inside the deadline
+                ("grpc.keepalive_time_ms", 30_000),
+            ]
+            if target.secure:
+                channel = grpc.aio.secure_channel(target.authority, grpc.ssl_channel_credentials(_roots()), options)
+            else:
+                channel = grpc.aio.insecure_channel(target.authority, options)
+            self._channels.append(channel)
+            method = self._calls[key] = channel.unary_unary(MODEL_INFER)
+        return method
+
+    async def close(self) -> None:
+        channels, self._channels, self._calls = self._channels, [], {}
+        for channel in channels:
+            await channel.close()
+
+
+def _roots() -> bytes | None:
+    """Trusted CAs: ``SSL_CERT_FILE`` when set (as for https steps), else gRPC's bundled roots."""
+    path = os.environ.get("SSL_CERT_FILE")
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Channels] = weakref.WeakKeyDictionary()
+_targets: dict[str, urls.GRPCTarget] = {}
+
+
+def channels(max_response_bytes: int = 256 * 1024 * 1024) -> _Channels:
+    """The running loop's channel pool (a channel belongs to the loop it was made in)."""
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = _Channels(max_response_bytes)
+    return pool
+
+
+async def close_channels() -> None:
+    """Close this loop's channels (at shutdown; the next call opens new ones)."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.close()
+
+
+def target(url: str) -> urls.GRPCTarget:
+    found = _targets.get(url)
+    if found is None:
+        try:
+            found = urls.parse(url)
+        except ValueError as exc:
+            raise UpstreamError(f"step URL {url!r} is not a valid gRPC step URL: {exc}") from None
+        if len(_targets) < 4096:
+            _targets[url] = found
+    return found
+
+
+def metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...] | None:
+    """Propagated headers as gRPC metadata (lower-case keys; what gRPC reserves is left out)."""
+    if not headers:
+        return None
+    out = []
+    for name, value in headers.items():
+        key = name.lower()
+        if key in _RESERVED or key.startswith(("grpc-", ":")) or key.endswith("-bin"):
+            continue
+        if not value.isascii() or not value.isprintable():
+            continue
+        out.append((key, value))
+    return tuple(out) or None
+
+
+def request_bytes(body: bytes, t: urls.GRPCTarget) -> bytes:
+    """The serialized ModelInferRequest for ``t``'s model."""
+    if body is RAW_REQUEST.get():
+        # The front's bytes as they came, with the model (and version) renamed: a later
+        # occurrence of a singular field wins when protobuf parses, so appending
+        # them is a rename. The one copy of the tensor bytes the router makes.
+        return body + _string_field(1, t.model) + _string_field(2, t.version)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ConversionFailed(f"step call to {t.model} at {t.authority}: the request is not JSON, so it "
+                               "cannot become a gRPC ModelInferRequest") from None
+    try:
+        return convert.json_to_request(doc, t.model, t.version).SerializeToString()
+    except convert.ConversionError as exc:
+        raise ConversionFailed(f"step call to {t.model} at {t.authority}: {exc}") from None
+
+
+def _string_field(number: int, value: str) -> bytes:
+    data = value.encode("utf-8")
+    return bytes([number << 3 | 2]) + _varint(len(data)) + data
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float | None,
+               breakers: CircuitBreakers, max_response_bytes: int) -> StepResponse:
+    """One ModelInfer call through the service's circuit breaker (UpstreamClient's retries wrap it)."""
+    t = target(url)
+    key = t.key
+    if not breakers.allow(key):
+        raise CircuitOpen(
+            f"service {t.host}:{t.port} is failing; calls are paused for "
+            f"{breakers.retry_after(key):.1f}s more (circuit open)"
+        )
+    payload = request_bytes(body, t)
+    method = channels(max_response_bytes).infer(t)
+    try:
+        answer: bytes = await method(payload, timeout=timeout, metadata=metadata(headers))
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        details = exc.details() or code.name
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+            breakers.record(key, ok=False)
+            raise UpstreamError(f"step call to {url} timed out after {timeout:g}s") from None
+        if code is grpc.StatusCode.UNAVAILABLE and any(h in details.lower() for h in _TRANSPORT_HINTS):
+            breakers.record(key, ok=False)
+            raise UpstreamError(f"step call to {url} failed: {details}") from None
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in details.lower():
+            breakers.record(key, ok=True)
+            raise AnswerTooLarge(f"step call to {url}: {details}") from None
+        http_status = status.http_status(code)
+        breakers.record(key, ok=http_status not in BREAKING_STATUSES)
+        return StepResponse(http_status, orjson.dumps({"error": details}), "application/json")
+    except BaseException:
+        breakers.record(key, ok=True)  # cancelled by our side: says nothing about the service
+        raise
+    breakers.record(key, ok=True)
+    if body is RAW_REQUEST.get():
+        return StepResponse(200, answer, PROTO_ANSWER)
+    try:
+        doc = convert.response_to_json(pb.ModelInferResponse.FromString(answer))
+    except (convert.ConversionError, DecodeError) as exc:
+        raise UnreadableAnswer(f"step call to {url}: {exc}") from None
+    return StepResponse(200, orjson.dumps(doc), "application/json")
