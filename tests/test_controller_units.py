@@ -36,7 +36,7 @@ def resolve(obj: dict[str, Any], runtimes: dict[str, Any] | None = None) -> str 
     ({"predictor": {"sklearn": {"storageUri": "s3://m", "protocolVersion": "v2"}}}, "http://m.ns/v2/models/m/infer"),
     ({"predictor": {"triton": {"storageUri": "s3://m"}}}, "http://m.ns/v2/models/m/infer"),
     ({"predictor": {"model": {"modelFormat": {"name": "onnx"}, "storageUri": "s3://m",
-                              "protocolVersion": "grpc-v2"}}}, "http://m.ns"),
+                              "protocolVersion": "grpc-v2"}}}, "grpc://m.ns/v2/models/m/infer"),  # KServe: bare URL
     ({"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://m",
                               "args": ["--model_name=iris"]}}}, "http://m.ns/v1/models/iris:predict"),
     ({"predictor": {"model": {"modelFormat": {"name": "mlserver"}, "storageUri": "s3://m",

@@ -674,3 +674,22 @@ async def test_kserve_inference_grpc_client_calls_the_router(kserve_peer: Peer, 
     assert answer["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [3], "data": LABELS}]
     assert answer["id"] == "k1"
 
+
+
+def test_controller_resolves_grpc_v2_predictors_to_grpc_urls() -> None:
+    """A predictor declaring grpc-v2 is called over gRPC at its address; a transformer in front keeps REST."""
+    from graph_router.controller.resolve import resolve_service
+
+    def resolve(spec: dict[str, Any], url: str = "http://iris.ns.svc.cluster.local") -> Any:
+        obj = {"metadata": {"name": "iris"}, "spec": spec, "status": {"address": {"url": url}}}
+        return resolve_service("iris", "ns", {"iris": obj}, {})
+
+    grpc_v2 = {"predictor": {"sklearn": {"storageUri": "s3://m", "protocolVersion": "grpc-v2"}}}
+    assert resolve(grpc_v2) == "grpc://iris.ns.svc.cluster.local/v2/models/iris/infer"
+    assert resolve(grpc_v2, "https://iris.example.com:8443") == "grpcs://iris.example.com:8443/v2/models/iris/infer"
+    named = {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://m",
+                                     "protocolVersion": "grpc-v2", "args": ["--model_name=clf"]}}}
+    assert resolve(named) == "grpc://iris.ns.svc.cluster.local/v2/models/clf/infer"
+    fronted = {**grpc_v2, "transformer": {"containers": [{"name": "kserve-container"}]}}
+    assert resolve(fronted) == "http://iris.ns.svc.cluster.local/v1/models/iris:predict"
+    assert parse(resolve(grpc_v2)).port == 80

@@ -7,6 +7,8 @@ transformer's when there is one, else the predictor's, where a ``model`` predict
 naming a runtime takes the runtime's first v1/v2 protocol. The model name is the
 ``--model_name`` argument where a container gives one (or ``MLSERVER_MODEL_NAME``),
 else the InferenceService's name. No ``status.address.url``: not ready, not resolved.
+One extension: a predictor declaring ``protocolVersion: grpc-v2`` (to which KServe gives
+a bare URL) resolves to ``grpc://<host>/v2/models/<model>/infer`` (``grpcs`` for https).
 
 Pure functions over the objects as the API server returns them (dicts); the
 reconciler fetches the objects and any ServingRuntime named.
@@ -212,9 +214,23 @@ def resolve_service(service: str, namespace: str, services: Mapping[str, Mapping
     if not isinstance(base, str) or not base:
         return Unresolved(service, "NotReady", f"InferenceService {service!r} is not ready: it has no "
                           "status.address.url yet")
+    if declares_grpc_v2(isvc):  # graph_router's extension: the step calls it over gRPC
+        from ..grpc.urls import from_address
+
+        return from_address(base, model_name(isvc))
     wanted = runtime_name(isvc)
     proto = protocol(isvc, runtimes.get(wanted) if wanted else None)
     if isinstance(proto, Unresolved):
         return proto
     return base + predict_path(model_name(isvc), proto)
+
+
+def declares_grpc_v2(isvc: Mapping[str, Any]) -> bool:
+    """A predictor (no transformer) with ``protocolVersion: grpc-v2``: KServe's router gives it a
+    bare URL it cannot call; graph_router calls its Open Inference Protocol gRPC service."""
+    spec = _dict(isvc.get("spec"))
+    if isinstance(spec.get("transformer"), dict):
+        return False
+    impl = predictor_implementation(_dict(spec.get("predictor")))
+    return impl is not None and impl[0] != "containers" and impl[1].get("protocolVersion") == "grpc-v2"
 

@@ -65,3 +65,14 @@ def problem(url: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def from_address(base: str, model: str) -> str:
+    """The gRPC step URL for ``model`` behind an InferenceService address (its ``status.address.url``).
+
+    KServe serves a ``grpc-v2`` predictor's h2c port behind the same address (port 80,
+    or 443 for an https address), so only the scheme and the path change.
+    """
+    parts = urlsplit(base)
+    scheme = "grpcs" if parts.scheme == "https" else "grpc"
+    return f"{scheme}://{parts.netloc}/v2/models/{model}/infer"
