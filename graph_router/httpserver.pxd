@@ -2,7 +2,7 @@
 # compiled, these classes become extension types with C-level attributes. The .py
 # file stays the source; without a compiler it runs as plain Python.
 
-from .http1.request_reader cimport BufferBudget, Rejection, Request, RequestReader
+from .http1.request_reader cimport BufferBudget, RequestReader
 
 cdef class _DateHeader:
     cdef long _second
@@ -34,8 +34,8 @@ cdef class ServerConnection:
     cpdef _take_events(self)
     cpdef _send_continue(self)
     cpdef bint _between_requests(self)
-    cpdef _write(self, Response answer, Request request, bint last)
-    cpdef _write_rejection(self, Rejection rejection)
+    cpdef _write(self, Response answer, request, bint last)
+    cpdef _write_rejection(self, rejection)
 
 cdef class HTTPServer:
     cdef public object handler
@@ -43,7 +43,8 @@ cdef class HTTPServer:
     cdef public object loop
     cdef public set connections
     cdef public bint draining
-    cdef public object _server
+    cdef public list _listeners
+    cdef public set _adopting
     cdef public object _sweeper
     cdef public BufferBudget budget
 

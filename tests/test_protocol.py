@@ -470,11 +470,14 @@ async def test_http10_keep_alive_is_acknowledged(start_http: Any) -> None:
     (b"GET / HTTP/1.1\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: u@x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x/y\r\n\r\n", 400),
     (b"GET / HTTP/1.0\r\n\r\n", 200),
     (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200),
+    (b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n", 200),
 ])
 async def test_host_header_rules(start_http: Any, raw: bytes, status: int) -> None:
-    """HTTP/1.1 without Host, or any request with two, is 400; HTTP/1.0 may omit it."""
+    """HTTP/1.1 without Host, any request with two, or an invalid Host value, is 400; HTTP/1.0 may omit it."""
     ran: list[Request] = []
 
     async def ok(request: Request) -> Response:
@@ -486,6 +489,44 @@ async def test_host_header_rules(start_http: Any, raw: bytes, status: int) -> No
     await wire.send(raw)
     assert statuses(await wire.until_closed()) == [status]
     assert len(ran) == (1 if status == 200 else 0)
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"GET /\r\nHost: x\r\n\r\n", 400),  # HTTP/0.9 has no headers (RFC 9112 Appendix C.1)
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),  # RFC 9110 §15.6.6
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", 501),
+    (b"HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+])
+async def test_versions_and_codings_the_router_cannot_serve(start_http: Any, raw: bytes, status: int) -> None:
+    """A request line without a version is 400, another version 505, an unknown transfer coding 501
+    (RFC 9112 §6.1); none runs the handler, and a rejected HEAD gets no content."""
+    ran: list[Request] = []
+
+    async def ok(request: Request) -> Response:
+        ran.append(request)
+        return Response(200, b"{}", "application/json")
+
+    server = await start_http(ok)
+    wire = await Wire.open(f"http://127.0.0.1:{server.port}")
+    await wire.send(raw)
+    answer = await wire.until_closed()
+    assert statuses(answer) == [status] and ran == []
+    if raw.startswith(b"HEAD"):
+        assert answer.endswith(b"\r\n\r\n")
+
+
+async def test_half_closed_client_still_gets_its_answer(start_http: Any) -> None:
+    """A client that sends its request and shuts down its sending side is answered, then the connection ends."""
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(0.2)
+        return Response(200, b'{"ok":true}', "application/json")
+
+    server = await start_http(slow)
+    wire = await Wire.open(f"http://127.0.0.1:{server.port}")
+    await wire.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    wire.writer.write_eof()
+    answer = await wire.until_closed()
+    assert statuses(answer) == [200] and answer.endswith(b'{"ok":true}')
 
 
 # --- Rule 11: hop-by-hop headers (RFC 9110 §7.6.1) -----------------------------------------

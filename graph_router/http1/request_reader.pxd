@@ -47,6 +47,8 @@ cdef class RequestReader:
     cdef public object _body
     cdef public Py_ssize_t _held
     cdef public int _hosts
+    cdef public bint _bad_host
+    cdef public bint _bad_coding
     cdef public Py_ssize_t _declared
     cdef public bint _expect_continue
 

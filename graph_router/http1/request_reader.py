@@ -7,7 +7,11 @@ the events in order. The rules a front-line proxy must not bend are decided here
   the request line is still open) as soon as it is crossed, not when its line ends; a
   declared or received body over ``max_body_bytes`` is 413; past the server-wide
   :class:`BufferBudget`, a new body is 503.
-- RFC 9112 §3.2: an HTTP/1.1 request without ``Host``, or any request with two, is 400.
+- RFC 9112 §3.2: an HTTP/1.1 request without ``Host``, any request with two, or with
+  an invalid Host value, is 400. A request line without a version (HTTP/0.9) is 400;
+  a version other than 1.0 and 1.1 is 505.
+- RFC 9112 §6.1: a transfer coding other than ``chunked`` is 501 (the router would
+  otherwise take coded bytes for the content).
 - RFC 9110 §6.5.1: trailer fields are never merged into the header section (dropped).
 - Upgrade and CONNECT (RFC 9110 §7.8, §9.3.6) are refused: 400 and 405.
 - RFC 9110 §10.1.1 / §15.2: ``100 Continue`` is wanted only by HTTP/1.1 requests that
@@ -26,7 +30,7 @@ from typing import Any
 
 import httptools
 
-from .rules import HeadMeter
+from .rules import HeadMeter, valid_host
 
 
 class Request:
@@ -153,6 +157,8 @@ class RequestReader:
         self._body: Any = None  # bytes (one piece), a bytearray (several), or None
         self._held = 0
         self._hosts = 0
+        self._bad_host = False
+        self._bad_coding = False
         self._declared = 0
         self._expect_continue = False
         self._meter.reset()
@@ -228,18 +234,29 @@ class RequestReader:
         n = len(name)
         if n == 4 and name.lower() == b"host":
             self._hosts += 1
+            if not valid_host(value):
+                self._bad_host = True
         elif n == 14 and name.lower() == b"content-length":
             # llhttp has already refused a malformed or conflicting length.
             self._declared = int(value) if value.isdigit() else 0
         elif n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
+        elif n == 17 and name.lower() == b"transfer-encoding" and value.strip().lower() != b"chunked":
+            self._bad_coding = True
 
     def on_headers_complete(self) -> None:
         if self.stopped:
             return
         self._head_done = True
         parser = self._parser
-        http10 = parser.get_http_version() == "1.0"
+        version = parser.get_http_version()
+        http10 = version == "1.0"
+        if version != "1.1" and not http10:
+            if version == "0.9":
+                self._reject(400, "Bad Request", "the request line has no HTTP version")
+            else:
+                self._reject(505, "HTTP Version Not Supported", f"HTTP/{version} is not supported; use HTTP/1.1")
+            return
         if parser.should_upgrade():
             if parser.get_method() == b"CONNECT":
                 self._reject(405, "Method Not Allowed", "CONNECT is not supported: this is not a forward proxy",
@@ -252,6 +269,12 @@ class RequestReader:
             return
         if self._hosts == 0 and not http10:
             self._reject(400, "Bad Request", "an HTTP/1.1 request must have a Host header")
+            return
+        if self._bad_host:
+            self._reject(400, "Bad Request", "the Host header is not a valid host[:port]")
+            return
+        if self._bad_coding:
+            self._reject(501, "Not Implemented", "only the chunked transfer coding is supported")
             return
         declared = self._declared
         if declared > self.limits.max_body_bytes:
@@ -340,7 +363,8 @@ class RequestReader:
         self.continue_wanted = False
         self._drop_body()
         self.in_message = False
-        head_only = self._head_done and self._parser is not None and self._parser.get_method() == b"HEAD"
+        # The method is known once the request target began (llhttp parses it first).
+        head_only = bool(self._url) and self._parser is not None and self._parser.get_method() == b"HEAD"
         self.events.append(Rejection(status, error, cause, headers, head_only))
 
     def _drop_body(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # Hop-by-hop fields (RFC 9110 §7.6.1): meaningful for one connection only, so never
 # forwarded, plus the framing fields a proxy recomputes for its own message.
 HOP_BY_HOP = frozenset(
@@ -25,6 +27,19 @@ def body_allowed(status: int) -> bool:
     1xx, 204 and 304 answers never do, whatever their headers say.
     """
     return not (status < 200 or status == 204 or status == 304)
+
+
+# Host = uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2): a reg-name of unreserved,
+# pct-encoded and sub-delims characters, an IPv4 address, or a bracketed IP literal. An
+# empty value is allowed (a target without authority).
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?"
+)
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether a Host field value is well formed; a server answers 400 otherwise (RFC 9112 §3.2)."""
+    return _HOST.fullmatch(value) is not None
 
 
 def connection_options(value: str) -> list[str]:
