@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import json
 import math
+import os
 import signal
 import socket
 import struct
@@ -693,3 +695,24 @@ def test_controller_resolves_grpc_v2_predictors_to_grpc_urls() -> None:
     fronted = {**grpc_v2, "transformer": {"containers": [{"name": "kserve-container"}]}}
     assert resolve(fronted) == "http://iris.ns.svc.cluster.local/v1/models/iris:predict"
     assert parse(resolve(grpc_v2)).port == 80
+
+
+def test_readme_grpc_example_runs_as_pasted(tmp_path: Path) -> None:
+    """The README's gRPC example, run by bash as written (on free ports): both calls print the stub's answer."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```sh\n", readme.index("Try it with no model running")) + len("```sh\n")
+    script = readme[start:readme.index("\n```\n", start)]
+    for port in ("8081", "8080", "8090"):
+        script = script.replace(port, str(free_port()))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = [line for line in out.decode().splitlines() if "predict" in line]
+    assert len(lines) == 2, out.decode()[-2000:]
+    assert orjson.loads(lines[0])["outputs"] == [{"name": "predict", "shape": [1], "datatype": "INT64", "data": [0]}]
+    assert "'data': [0]" in lines[1]

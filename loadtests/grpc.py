@@ -1,0 +1,307 @@
+"""gRPC cost: the router's CPU per request and added p50 latency, three paths, one run.
+
+One-step graphs, each path measured the same way:
+
+- ``grpc->grpc``: a gRPC client calls the router's gRPC front (``--grpc-port``); the
+  step is ``grpc://`` to a gRPC model stand-in;
+- ``rest->grpc``: an HTTP client posts V2 JSON to the same router; the step is the same
+  gRPC stand-in (JSON -> protobuf -> JSON in the router);
+- ``rest->rest``: the baseline, an HTTP client posting V2 JSON to a router whose step
+  is ``http://`` to a static nginx answering V2 JSON.
+
+CPU µs per request: the router process's utime + stime over the run / requests
+answered. Added p50: the p50 through the router minus the p50 of the same client
+calling its backend directly (gRPC client -> stand-in for the gRPC-step paths, HTTP
+client -> nginx for the baseline). Clients are this script's own (grpc.aio, and the
+raw HTTP/1.1 client of common.py), at ``--concurrency`` requests in flight, in
+``--rounds`` interleaved rounds (medians reported): the machine may be shared.
+
+Then the 1 MiB check, in this process: one 1 MiB FP32 tensor through a gRPC front to a
+gRPC step, with tracemalloc counting the Python buffers of at least 1 MiB that
+graph_router's own code allocates (the rename of the request: one copy), and checking
+the stand-in received and the client got the bytes unchanged.
+
+    .venv/bin/python loadtests/grpc.py              # 3 rounds x 5 s per path (about 2 min)
+    .venv/bin/python loadtests/grpc.py --quick      # 1 round x 1 s: a smoke test
+    .venv/bin/python loadtests/grpc.py --backend PORT   # (internal) the gRPC stand-in
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    HOST,
+    ROOT,
+    LoadRecorder,
+    NginxBackend,
+    RouterProcess,
+    cpu_seconds,
+    free_port,
+    load_loop,
+    machine_info,
+    percentile,
+    print_table,
+    run_async,
+    wait_port,
+)
+
+# This file's own name would shadow the grpc package: import that from the venv, not from here.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+import grpc.aio  # noqa: E402
+
+from graph_router.grpc._proto import grpc_predict_v2_pb2 as pb  # noqa: E402
+
+ROWS = [[0.1, 0.2, 0.3, 0.4]]
+V2_JSON = json.dumps({"id": "1", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ROWS}]},
+                     separators=(",", ":")).encode()
+V2_ANSWER = '{"model_name":"m","id":"1","outputs":[{"name":"y","shape":[1],"datatype":"INT64","data":[1]}]}'
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def grpc_request(model: str) -> bytes:
+    import array
+
+    request = pb.ModelInferRequest(model_name=model, id="1")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(array.array("f", ROWS[0]).tobytes())
+    return request.SerializeToString()
+
+
+# --- the gRPC stand-in (a subprocess) --------------------------------------------------
+
+
+def serve_backend(port: int) -> None:
+    """A gRPC model answering every ModelInfer with one fixed response (bytes, no parse)."""
+    import uvloop
+
+    response = pb.ModelInferResponse(model_name="m", id="1")
+    response.outputs.add(name="y", datatype="INT64", shape=[1])
+    response.raw_output_contents.append((1).to_bytes(8, "little"))
+    answer = response.SerializeToString()
+
+    async def infer(request: bytes, context: Any) -> bytes:
+        return answer
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}),))
+        server.add_insecure_port(f"{HOST}:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    uvloop.run(main())
+
+
+# --- clients ---------------------------------------------------------------------------
+
+
+async def grpc_load(port: int, payload: bytes, concurrency: int, seconds: float) -> list[float]:
+    """Latencies (ms) of ModelInfer calls sent back to back by ``concurrency`` workers."""
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:
+        call = channel.unary_unary(INFER)
+        await call(payload)  # connect outside the measured window
+        end = time.monotonic() + seconds
+
+        async def worker() -> None:
+            while time.monotonic() < end:
+                start = time.monotonic()
+                await call(payload)
+                latencies.append((time.monotonic() - start) * 1000)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+async def rest_load(port: int, concurrency: int, seconds: float) -> list[float]:
+    recorder = LoadRecorder()
+    stop = asyncio.Event()
+    task = asyncio.create_task(load_loop(port, V2_JSON, concurrency, stop, recorder))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+    return recorder.latencies_ms()
+
+
+# --- the 1 MiB check ---------------------------------------------------------------------
+
+
+async def one_mib_check() -> dict[str, Any]:
+    """Copies graph_router makes of a 1 MiB tensor crossing gRPC front -> gRPC step, and bit-exactness."""
+    import array
+    import tracemalloc
+
+    from graph_router.grpc.front import GRPCFront
+    from graph_router.loader import load_graph_json
+    from graph_router.plan import compile_graph
+    from graph_router.server import Router
+    from graph_router.settings import ServerSettings
+    from graph_router.upstream import UpstreamClient
+
+    received: list[bytes] = []
+    snapshots: list[tracemalloc.Snapshot] = []
+
+    async def echo(raw: bytes, context: Any) -> bytes:
+        received.append(raw)
+        if tracemalloc.is_tracing():
+            # Mid-flight: every buffer the router holds for this call is alive now.
+            snapshots.append(tracemalloc.take_snapshot())
+        request = pb.ModelInferRequest.FromString(raw)
+        response = pb.ModelInferResponse(model_name=request.model_name)
+        response.outputs.add(name="x", datatype="FP32", shape=request.inputs[0].shape)
+        response.raw_output_contents.extend(request.raw_input_contents)
+        return response.SerializeToString()
+
+    big = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    backend = grpc.aio.server(options=big)
+    backend.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(echo)}),))
+    backend_port = backend.add_insecure_port(f"{HOST}:0")
+    await backend.start()
+    spec = {"nodes": {"root": {"routerType": "Sequence", "steps": [
+        {"serviceUrl": f"grpc://{HOST}:{backend_port}/v2/models/echo/infer"}]}}}
+    settings = ServerSettings(host=HOST, port=0, drain_seconds=0)
+    client = UpstreamClient(settings.upstream)
+    await client.start()
+    router = Router(settings, compile_graph(load_graph_json(json.dumps(spec), name="g")), client)
+    front = GRPCFront(router)
+    port = await front.start(HOST, 0)
+    values = array.array("f", [i / 3 for i in range(262144)])
+    request = pb.ModelInferRequest(model_name="g")
+    request.inputs.add(name="x", datatype="FP32", shape=[len(values)])
+    request.raw_input_contents.append(values.tobytes())
+    payload = request.SerializeToString()
+    async with grpc.aio.insecure_channel(f"{HOST}:{port}", options=big) as channel:
+        call = channel.unary_unary(INFER)
+        await call(payload)  # warm: channels, imports
+        received.clear()
+        tracemalloc.start(1)
+        answer_raw = await call(payload)
+        tracemalloc.stop()
+    snapshot = snapshots[0]
+    router_file = str(ROOT / "graph_router")
+    big = [t for t in snapshot.traces if t.size >= 1024 * 1024]
+    ours = [t for t in big if t.traceback[0].filename.startswith(router_file)]
+    answer = pb.ModelInferResponse.FromString(answer_raw)
+    exact_in = pb.ModelInferRequest.FromString(received[0]).raw_input_contents[0] == values.tobytes()
+    exact_out = answer.raw_output_contents[0] == values.tobytes()
+    await front.stop(0)
+    await client.close()
+    await backend.stop(0)
+    return {"tensor_bytes": len(values.tobytes()), "router_copies": len(ours), "mib_buffers_alive": len(big),
+            "where": sorted({f"{Path(t.traceback[0].filename).name}:{t.traceback[0].lineno}" for t in ours}),
+            "bit_exact_to_step": exact_in, "bit_exact_back": exact_out}
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def measure(router: RouterProcess | subprocess.Popen[bytes] | None, run: Any) -> tuple[float, list[float]]:
+    """(CPU seconds of ``router`` (or of the stand-in, for a direct run), latencies) of one load run."""
+    def cpu() -> float:
+        if router is None:
+            return 0.0
+        return router.cpu() if isinstance(router, RouterProcess) else cpu_seconds([router.pid])
+
+    before = cpu()
+    latencies: list[float] = run_async(run())
+    return cpu() - before, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--backend", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.backend is not None:
+        serve_backend(args.backend)
+        return
+    rounds, seconds = (1, 1.0) if args.quick else (args.rounds, args.seconds)
+    c = args.concurrency
+    grpc_port = free_port()
+    backend = subprocess.Popen([sys.executable, __file__, "--backend", str(grpc_port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nginx = NginxBackend({"/": V2_ANSWER})
+    results: dict[str, dict[str, list[float]]] = {}
+    try:
+        if not wait_port(grpc_port, 15):
+            raise RuntimeError("the gRPC stand-in did not start")
+        nginx.start()
+        front_port = free_port()
+        to_grpc = RouterProcess({"nodes": {"root": {"routerType": "Sequence", "steps": [
+            {"serviceUrl": f"grpc://{HOST}:{grpc_port}/v2/models/m/infer"}]}}},
+            extra=["--grpc-port", str(front_port), "--name", "g"]).start()
+        to_rest = RouterProcess({"nodes": {"root": {"routerType": "Sequence", "steps": [
+            {"serviceUrl": nginx.url("/v2/models/m/infer")}]}}}).start()
+        if not wait_port(front_port, 15):
+            raise RuntimeError("the router's gRPC front did not start")
+        request_g, request_m = grpc_request("g"), grpc_request("m")
+        paths: dict[str, tuple[RouterProcess | subprocess.Popen[bytes] | None, Any]] = {
+            "grpc->grpc": (to_grpc, lambda: grpc_load(front_port, request_g, c, seconds)),
+            "rest->grpc": (to_grpc, lambda: rest_load(to_grpc.port, c, seconds)),
+            "rest->rest": (to_rest, lambda: rest_load(to_rest.port, c, seconds)),
+            "direct grpc": (backend, lambda: grpc_load(grpc_port, request_m, c, seconds)),
+            "direct rest": (None, lambda: rest_load(nginx.port, c, seconds)),
+        }
+        if not args.quick:  # warm every path once (imports, pools, channels)
+            for router, run in paths.values():
+                measure(router, lambda run=run: _shorter(run))
+        for _ in range(rounds):
+            for name, (router, run) in paths.items():
+                cpu, latencies = measure(router, run)
+                entry = results.setdefault(name, {"cpu_us": [], "p50_ms": [], "rps": []})
+                entry["cpu_us"].append(cpu / max(1, len(latencies)) * 1e6)
+                entry["p50_ms"].append(percentile(latencies, 50))
+                entry["rps"].append(len(latencies) / seconds)
+        to_grpc.cleanup()
+        to_rest.cleanup()
+    finally:
+        backend.kill()
+        backend.wait(5)
+        nginx.stop()
+    med = {name: {k: statistics.median(v) for k, v in entry.items()} for name, entry in results.items()}
+    direct = {"grpc->grpc": "direct grpc", "rest->grpc": "direct grpc", "rest->rest": "direct rest"}
+    rows = []
+    for name, base in direct.items():
+        rows.append([name, round(med[name]["rps"]), round(med[name]["cpu_us"]), round(med[name]["p50_ms"], 3),
+                     round(med[name]["p50_ms"] - med[base]["p50_ms"], 3)])
+    print_table(["path", "req/s", "router CPU µs/req", "p50 ms", "added p50 ms"], rows,
+                title=f"one-step graph, {c} in flight, median of {rounds} round(s) x {seconds:g} s")
+    ratio = med["grpc->grpc"]["cpu_us"] / med["rest->rest"]["cpu_us"]
+    copies = run_async(one_mib_check())
+    print(f"grpc->grpc CPU / rest->rest CPU: {ratio:.2f} (goal: at most 1.5)")
+    print(f"the gRPC stand-in alone (a grpc.aio server answering fixed bytes): {med['direct grpc']['cpu_us']:.0f} "
+          "CPU µs per call, the floor of one gRPC hop in Python")
+    print(f"1 MiB FP32 tensor, gRPC front -> gRPC step: {copies['router_copies']} copy by graph_router "
+          f"({', '.join(copies['where']) or 'none'}); bit-exact to the step: {copies['bit_exact_to_step']}, "
+          f"back: {copies['bit_exact_back']}")
+    ok = ratio <= 1.5 and copies["router_copies"] <= 1 and copies["bit_exact_to_step"] and copies["bit_exact_back"]
+    print(json.dumps({"ok": ok, "cpu_ratio": round(ratio, 3), "paths": med, "one_mib": copies,
+                      "machine": machine_info()}, separators=(",", ":")))
+    raise SystemExit(0 if ok else 1)
+
+
+async def _shorter(run: Any) -> list[float]:
+    """A path's run, for warming up (its own duration; the result is dropped)."""
+    result: list[float] = await run()
+    return result
+
+
+if __name__ == "__main__":
+    main()
