@@ -90,7 +90,8 @@ class _Channels:
             else:
                 channel = grpc.aio.insecure_channel(target.authority, options)
             self._channels.append(channel)
-            method = self._calls[key] = channel.unary_unary(MODEL_INFER)
+            # Registered: grpc looks the method up once, not per call (not in the type stubs yet).
+            method = self._calls[key] = channel.unary_unary(MODEL_INFER, _registered_method=True)  # type: ignore[call-arg]
         return method
 
     async def close(self) -> None:
