@@ -195,14 +195,12 @@ class ServerConnection:
         self._reader.close()
 
     def eof_received(self) -> bool:
-        """The client half-closed: what it sent in full is still answered, then the connection ends.
+        """The client closed its side: treat it as gone, as Go's net/http and nginx do.
 
-        A request cut short by the EOF can never complete, so the connection closes at once.
+        The work it started is cancelled (connection_lost follows); an HTTP client that
+        only half-closes cannot be told apart from one that left.
         """
-        if self._reader.in_message or self._lingering:
-            return False
-        self._closing = True
-        return self._handling or bool(self._queue)
+        return False
 
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():

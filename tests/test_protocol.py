@@ -515,20 +515,6 @@ async def test_versions_and_codings_the_router_cannot_serve(start_http: Any, raw
         assert answer.endswith(b"\r\n\r\n")
 
 
-async def test_half_closed_client_still_gets_its_answer(start_http: Any) -> None:
-    """A client that sends its request and shuts down its sending side is answered, then the connection ends."""
-    async def slow(request: Request) -> Response:
-        await asyncio.sleep(0.2)
-        return Response(200, b'{"ok":true}', "application/json")
-
-    server = await start_http(slow)
-    wire = await Wire.open(f"http://127.0.0.1:{server.port}")
-    await wire.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    wire.writer.write_eof()
-    answer = await wire.until_closed()
-    assert statuses(answer) == [200] and answer.endswith(b'{"ok":true}')
-
-
 # --- Rule 11: hop-by-hop headers (RFC 9110 §7.6.1) -----------------------------------------
 
 async def test_hop_by_hop_and_connection_named_headers_never_reach_a_service(
