@@ -716,3 +716,35 @@ def test_readme_grpc_example_runs_as_pasted(tmp_path: Path) -> None:
     assert len(lines) == 2, out.decode()[-2000:]
     assert orjson.loads(lines[0])["outputs"] == [{"name": "predict", "shape": [1], "datatype": "INT64", "data": [0]}]
     assert "'data': [0]" in lines[1]
+
+
+async def test_grpcs_step_over_tls(tmp_path: Path, start_router: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grpcs:// step calls a TLS gRPC server, trusting the CA named by SSL_CERT_FILE; an untrusted one fails."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    model = StandIn()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(model.infer)}),))
+    credentials = grpc.ssl_server_credentials([(cert.private_key_pem.bytes(), cert.cert_chain_pems[0].bytes())])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    try:
+        url = f"grpcs://localhost:{port}/v2/models/echo/infer"
+        untrusted = await start_router(one_step(url))
+        status_code, body, _ = await untrusted.post({"inputs": []})
+        assert status_code == 500 and url in orjson.loads(body)["cause"]
+        from graph_router.grpc.steps import close_channels
+
+        await close_channels()  # the next channel reads SSL_CERT_FILE anew
+        ca_file = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        router = await start_router(one_step(url))
+        status_code, body, _ = await router.post({"inputs": [{"name": "x", "shape": [1], "datatype": "INT64",
+                                                              "data": [3]}]})
+        assert status_code == 200 and orjson.loads(body)["outputs"][0]["data"] == [3]
+    finally:
+        await server.stop(0)
