@@ -9,6 +9,10 @@ Hop-by-hop and framing headers are never forwarded, whatever the patterns say (a
 deliberate difference from KServe: forwarding ``Connection`` or ``Content-Length``
 breaks the step call), and neither is any header the request's ``Connection`` header
 names (RFC 9110 §7.6.1): a client may mark any field as meant for this hop only.
+
+The W3C trace context (``traceparent``, ``tracestate``) always reaches the steps, as
+OpenTelemetry's propagation does without an SDK: with tracing off the caller's context
+passes through unchanged; with tracing on each step call carries its own span instead.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ logger = logging.getLogger(__name__)
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 NEVER_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect"}
+TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
 
 
 _NONE: CIMultiDict[str] = CIMultiDict()
@@ -68,8 +73,11 @@ class HeaderPropagator:
         """Whether a header of this (raw, as received) name is forwarded to steps."""
         decision = self._decisions.get(name)
         if decision is None:
-            if name.lower() in NEVER_FORWARDED:
+            lname = name.lower()
+            if lname in NEVER_FORWARDED:
                 decision = False
+            elif lname in TRACE_CONTEXT:
+                decision = True
             else:
                 canon = canonical_name(name)
                 decision = any(p.search(canon) for p in self._patterns)
@@ -84,7 +92,7 @@ class HeaderPropagator:
         Callers must not modify the result: with no patterns it is one shared empty dict.
         """
         if not self._patterns:
-            return _NONE
+            return _trace_context(incoming)
         out: CIMultiDict[str] = CIMultiDict()
         items = list(incoming.items() if isinstance(incoming, Mapping) else incoming)
         named: list[str] | None = None
@@ -95,3 +103,15 @@ class HeaderPropagator:
             if self.wanted(name) and (named is None or name.lower() not in named):
                 out.add(name, value)
         return out
+
+
+def _trace_context(incoming: Mapping[str, str] | Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """Only the W3C trace context headers (the common case: no PROPAGATE_HEADERS)."""
+    out: CIMultiDict[str] | None = None
+    for name, value in incoming.items() if isinstance(incoming, Mapping) else incoming:
+        n = len(name)
+        if (n == 11 or n == 10) and name.lower() in TRACE_CONTEXT:
+            if out is None:
+                out = CIMultiDict()
+            out.add(name, value)
+    return _NONE if out is None else out
