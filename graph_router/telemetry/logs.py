@@ -3,7 +3,9 @@
 Structured fields travel on the record as ``extra={"fields": {...}}``: the JSON
 format writes them as keys of the line's object (with orjson: one call, no
 json.dumps), the text format appends them as ``key=value``. The router logs one line
-per graph request and one per failed step call; neither carries a body.
+per graph request and one per failed step call; neither carries a body. The request
+line does not go through ``logging``'s records: :mod:`.accesslog` writes, for a setup
+made by :func:`configure`, exactly what these formatters would.
 """
 
 from __future__ import annotations
@@ -54,11 +56,12 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         fields = fields_of(record)
         if fields:
-            line += " " + " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None)
+            line += " " + " ".join(f"{k}={text_value(v)}" for k, v in fields.items() if v is not None)
         return line
 
 
-def _text(value: object) -> str:
+def text_value(value: object) -> str:
+    """A field as the text format writes it: quoted (JSON) when it has a space or a quote, or is empty."""
     text = str(value)
     return orjson.dumps(text).decode() if (" " in text or '"' in text or not text) else text
 

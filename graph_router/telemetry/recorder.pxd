@@ -1,10 +1,12 @@
 # Cython declarations for recorder.py (an augmenting .pxd; see ../httpserver.pxd).
+from .accesslog cimport AccessLog
 
 cdef class Telemetry:
     cdef public object metrics
     cdef public object tracer
     cdef public bint explain
     cdef public bint log_requests
+    cdef public AccessLog access
     cdef public object _exchange
     cdef public object begin
 

@@ -32,6 +32,7 @@ from opentelemetry.trace import Span
 from ..errors import RequestError
 from ..httpserver import Request, Response, StreamingResponse
 from ..plan import GraphPlan, NodePlan, StepPlan
+from .accesslog import AccessLog
 from .exchange import SnapshotExchange, WorkerGroup
 from .explain import REQUEST_HEADER, RESPONSE_HEADER, header_value, wanted
 from .logs import FIELDS
@@ -49,8 +50,9 @@ class Telemetry:
     tracer: None (the default) is tracing off. workers: this process's place in a
     ``--workers`` group, so that a scrape adds up every worker. explain: whether
     clients may ask for ``X-Graph-Explain`` (it shows service URLs). Whether successful
-    requests are logged (INFO enabled for this module) is decided here, once: configure
-    logging before making the Telemetry.
+    requests are logged (INFO enabled for this module), and how each request's line is
+    written (see :mod:`.accesslog`), is decided here, once: configure logging before
+    making the Telemetry.
     """
 
     def __init__(self, *, tracer: GraphTracer | None = None, workers: WorkerGroup | None = None,
@@ -58,7 +60,8 @@ class Telemetry:
         self.metrics = Metrics()
         self.tracer = tracer
         self.explain = explain
-        self.log_requests = logger.isEnabledFor(logging.INFO)
+        self.access = AccessLog(logger)
+        self.log_requests = self.access.enabled(False)
         self._exchange = SnapshotExchange(workers, self.metrics.snapshot) if workers is not None else None
         # ``begin(plan, series, request)`` starts recording one graph request. A partial,
         # not a method: the probe's constructor does the work, one Python frame fewer.
@@ -70,7 +73,8 @@ class Telemetry:
             await self._exchange.start()
 
     async def close(self) -> None:
-        """Stop answering siblings and flush spans still buffered."""
+        """Stop answering siblings, write the request lines still queued, flush spans still buffered."""
+        self.access.flush()
         if self._exchange is not None:
             await self._exchange.close()
         if self.tracer is not None:
@@ -268,15 +272,10 @@ class RequestProbe:
         self._log(logging.INFO, None, total, total - self.waited, "cancelled" if cancelled else repr(exc))
 
     def _log(self, level: int, status: int | None, total: float, own: float, cause: str | None) -> None:
-        if not logger.isEnabledFor(level):
-            return
-        fields: dict[str, object] = {
-            "graph": self.graph, "status": status, "duration_ms": round(total * 1000, 3),
-            "router_ms": round(own * 1000, 3), "request_id": self.request_id, "trace_id": self.trace_id,
-        }
-        if cause is not None:
-            fields["cause"] = cause
-        logger.log(level, "graph request", extra={FIELDS: fields})
+        access = self.telemetry.access
+        warning = level == logging.WARNING
+        if access.enabled(warning):
+            access.request(warning, self.series.name, status, total, own, self.request_id, self.trace_id, cause)
 
 
 _TIMING = "total;dur=%.3f, router;dur=%.3f"
