@@ -38,6 +38,7 @@ from .http1.response_reader import (
     DONE,
     ERROR,
     HEAD_TOO_LARGE,
+    NO_BODY,
     UNSOLICITED,
     ResponseReader,
 )
@@ -198,9 +199,16 @@ class _Connection:
                 self._fail(_client_error(reader))
 
     def _maybe_stream(self) -> None:
-        """Answer with the head alone when the service streams (event stream or chunked)."""
+        """Answer with the head alone when the service streams (event stream or chunked).
+
+        Decided once, when the head is in; 204/304 never stream (no body, RFC 9110 §6.4.1).
+        """
         reader = self.reader
-        if reader.framing == CHUNKED or (reader.content_type or "").startswith("text/event-stream"):
+        self._want_stream = False
+        framing = reader.framing
+        if framing == CHUNKED or (
+            framing != NO_BODY and (reader.content_type or "").startswith("text/event-stream")
+        ):
             waiter = self._waiter
             self._waiter = None
             reader.streaming = True
@@ -218,7 +226,7 @@ class _Connection:
             stream.take(reader)
             stream.finish()
             return
-        if self._want_stream and self._waiter is not None and reader.framing == CHUNKED:
+        if self._want_stream and self._waiter is not None:
             self._maybe_stream()  # head and whole body in one read: still a stream
             if self._stream is not None:
                 self._stream.finish()

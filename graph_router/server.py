@@ -24,7 +24,8 @@ from .errors import AnswerTooLarge, DeadlineExceeded, RequestError, UnreadableAn
 from .executor import Executor
 from .headers import HeaderPropagator
 from .http1 import content_coding
-from .httpserver import HTTPServer, Request, Response, ServerLimits, StreamingResponse, error_body
+from .http1.request_reader import Request  # not through httpserver: compiled, it cimports Request
+from .httpserver import HTTPServer, Response, ServerLimits, StreamingResponse, error_body
 from .plan import GraphPlan, Timeouts
 from .settings import ServerSettings
 from .telemetry import RequestProbe, Telemetry, WorkerGroup, tracer_from_env

@@ -20,6 +20,9 @@ import orjson
 import pytest
 
 from graph_router import httpclient
+from graph_router.http1 import content_coding
+from graph_router.http1 import response_reader as rr
+from graph_router.http1.response_reader import ResponseReader
 from graph_router.httpclient import HTTPClient
 from graph_router.settings import ServerSettings
 from graph_router.upstream import UpstreamSettings
@@ -406,3 +409,65 @@ async def test_early_answer_before_the_upload_was_written_is_not_reused(raw_serv
         assert service.connections == 2
     finally:
         await big.close()
+
+
+# The sans-IO reader and the decoder on their own: bytes in, state out.
+
+def _read_all(reader: ResponseReader, data: bytes, split: int) -> int:
+    reader.expect()
+    state = reader.state
+    for piece in (data[:split], data[split:]):
+        if piece:
+            state = reader.feed(piece)
+    return state
+
+
+@pytest.mark.parametrize("wire, body", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\nX-T: 1\r\n\r\n", b"hello"),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"hello"),
+    (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", b""),
+], ids=["length", "chunked-with-trailer", "after-100", "204"])
+def test_reader_frames_an_answer_split_anywhere(wire: bytes, body: bytes) -> None:
+    """Wherever the bytes are split, the answer ends at its framed end with the same body."""
+    reader = ResponseReader(64 * 1024, 1024)
+    for split in range(len(wire) + 1):
+        assert _read_all(reader, wire, split) == rr.DONE, split
+        assert (reader.body(), reader.keep_alive) == (body, True)
+        assert reader.feed(b"H") == rr.UNSOLICITED  # nothing is outstanding any more
+        assert not reader.keep_alive
+
+
+def test_reader_body_until_close_ends_at_eof() -> None:
+    """No Content-Length, no chunking: the body is delimited by the close (RFC 9112 §6.3 rule 8)."""
+    reader = ResponseReader(64 * 1024, 1024)
+    assert _read_all(reader, b"HTTP/1.1 200 OK\r\n\r\nuntil", 0) == rr.BODY
+    assert reader.eof() == rr.DONE
+    assert (reader.body(), reader.keep_alive) == (b"until", False)
+    reader.expect()
+    reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel")
+    assert reader.eof() == rr.ERROR and reader.error_kind == rr.CLOSED
+
+
+@pytest.mark.parametrize("encoded, coding, plain", [
+    (gzip.compress(b"a") + gzip.compress(b"b"), "gzip", b"ab"),
+    (zlib.compress(b"zlib"), "deflate", b"zlib"),
+    (zlib.compress(b"raw")[2:-4], "deflate", b"raw"),  # raw deflate, as some servers send
+    (gzip.compress(zlib.compress(b"two")), "deflate, gzip", b"two"),
+    (b"plain", "identity", b"plain"),
+    (b"", "gzip", b""),
+])
+def test_decode_undoes_codings(encoded: bytes, coding: str, plain: bytes) -> None:
+    assert content_coding.decode(encoded, coding, 1024) == plain
+
+
+@pytest.mark.parametrize("encoded, coding, error", [
+    (b"xx", "br", content_coding.UnsupportedCoding),
+    (b"xx", "gzip, zstd", content_coding.UnsupportedCoding),
+    (gzip.compress(b"abc")[:-6], "gzip", content_coding.CorruptBody),
+    (gzip.compress(b"abc") + b"junk", "gzip", content_coding.CorruptBody),
+    (gzip.compress(b"\0" * 10_000_000), "gzip", content_coding.DecodedTooLarge),
+])
+def test_decode_refuses_what_it_cannot_undo(encoded: bytes, coding: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        content_coding.decode(encoded, coding, 1024 * 1024)

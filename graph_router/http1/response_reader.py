@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import httptools
 
-from .rules import HeadMeter, body_allowed
+from .rules import HeadMeter
 
 # States, as feed() returns them.
 IDLE = 0
@@ -185,7 +185,7 @@ class ResponseReader:
         if status < 200:
             return  # an interim answer (RFC 9110 §15.2): the final one follows
         self.status = status
-        if not body_allowed(status):
+        if status == 204 or status == 304:  # rules.body_allowed for a final status, inlined
             self.framing = NO_BODY  # 204 and 304 carry none, whatever they declare (RFC 9110 §6.4.1)
         self.state = BODY
 
