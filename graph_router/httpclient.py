@@ -235,7 +235,9 @@ class _Connection:
         self._waiter = None
         body = reader.body()
         if waiter is not None and not waiter.done():
-            waiter.set_result(Answer(reader.status, body, reader.content_type, None, reader.content_encoding))
+            encoding = reader.content_encoding
+            waiter.set_result(Answer(reader.status, body, reader.content_type) if encoding is None
+                              else Answer(reader.status, body, reader.content_type, None, encoding))
 
     def _fail(self, exc: ClientError) -> None:
         self.reusable = False

@@ -136,7 +136,8 @@ async def test_bytes_on_an_idle_connection_close_it(raw_service: Any, client: HT
 @pytest.mark.parametrize("extra", [
     b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nstale",  # a second answer, cut short
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale",  # a whole second answer
-], ids=["partial-second-answer", "whole-second-answer"])
+    b"\r\n",  # even a blank line, which llhttp would skip silently
+], ids=["partial-second-answer", "whole-second-answer", "crlf"])
 async def test_bytes_after_the_framed_end_make_the_connection_unusable(
         raw_service: Any, client: HTTPClient, extra: bytes) -> None:
     """An answer is complete at its framed end (RFC 9112 §6.3); any byte after it in the
@@ -436,6 +437,29 @@ def test_reader_frames_an_answer_split_anywhere(wire: bytes, body: bytes) -> Non
         assert (reader.body(), reader.keep_alive) == (body, True)
         assert reader.feed(b"H") == rr.UNSOLICITED  # nothing is outstanding any more
         assert not reader.keep_alive
+
+
+@pytest.mark.parametrize("wire, extra", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi\n", b""),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi\n", b"\n"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n\r\n\r\n", b""),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n\r\n\r\n", b"\r\n"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n\r\n\r\n0\r\n\r\n", b""),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n\r\n\r\n0\r\n\r\n", b"\r"),
+    (b"HTTP/1.1 304 Not Modified\r\n\r\n", b""),
+    (b"HTTP/1.1 304 Not Modified\r\n\r\n", b"\n\n"),
+])
+def test_reader_counts_blank_lines_past_the_framed_end(wire: bytes, extra: bytes) -> None:
+    """CR/LF after the framed end (llhttp skips them between messages) still retire the
+    connection; CR/LF that belong to the answer do not, wherever the bytes are split."""
+    reader = ResponseReader(64 * 1024, 1024)
+    data = wire + extra
+    for split in range(len(data) + 1):
+        # Split at or past the answer's end: the extra bytes come in a read of their own.
+        alone = bool(extra) and len(wire) <= split < len(data)
+        assert _read_all(reader, data, split) == (rr.UNSOLICITED if alone else rr.DONE), split
+        reader.body()
+        assert reader.keep_alive == (not extra), split
 
 
 def test_reader_body_until_close_ends_at_eof() -> None:

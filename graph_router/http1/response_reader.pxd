@@ -1,6 +1,8 @@
 # Cython declarations for response_reader.py (an augmenting .pxd; see graph_router/httpserver.pxd).
 from .rules cimport HeadMeter
 
+cpdef Py_ssize_t _crlf_run(bytes data)
+
 cdef class ResponseReader:
     cdef public object _parser
     cdef public HeadMeter _meter
@@ -18,10 +20,13 @@ cdef class ResponseReader:
     cdef public int framing
     cdef public Py_ssize_t size
     cdef public Py_ssize_t _head_size
+    cdef public Py_ssize_t _run
+    cdef public Py_ssize_t _body_run
 
     cpdef _reset_head(self)
     cpdef expect(self)
     cpdef int feed(self, bytes data)
     cpdef int eof(self)
+    cpdef Py_ssize_t _end_run(self)
     cpdef bytes body(self)
     cpdef str _head_error(self)

@@ -49,6 +49,14 @@ class _Stop(Exception):
     """Raised inside a parser callback to stop llhttp where the reader decided to."""
 
 
+def _crlf_run(data: bytes) -> int:
+    """How many CR and LF bytes ``data`` ends with."""
+    i = len(data)
+    while i > 0 and (data[i - 1] == 13 or data[i - 1] == 10):
+        i -= 1
+    return len(data) - i
+
+
 class ResponseReader:
     """The framing of one connection's answers, one at a time (no pipelining).
 
@@ -78,6 +86,8 @@ class ResponseReader:
         self.framing = UNTIL_CLOSE
         self.size = 0
         self._head_size = 0
+        self._run = 0
+        self._body_run = 0
 
     def expect(self) -> None:
         """A request was written: the next bytes are its answer."""
@@ -110,10 +120,34 @@ class ResponseReader:
                 self.keep_alive = False
                 return DONE
             return self._fail(MALFORMED, f"the service's answer is not valid HTTP ({exc})")
-        if self.state == HEAD and self._meter.add(len(data)):
+        n = len(data)
+        if n:
+            last = data[n - 1]
+            if last == 13 or last == 10:
+                run = _crlf_run(data)
+                self._run = self._run + n if run == n else run
+            else:
+                self._run = 0
+        state = self.state
+        if state == DONE:
+            if self._run and self.keep_alive and self._run > self._end_run():
+                self.keep_alive = False  # CR/LF after the framed end, which llhttp skips silently
+        elif state == HEAD and self._meter.add(n):
             # A head still incomplete past the limit: cut now, not when its line ends.
             return self._fail(HEAD_TOO_LARGE, self._head_error())
-        return self.state
+        return state
+
+    def _end_run(self) -> int:
+        """How many CR/LF bytes the answer itself ends with (RFC 9112 §2.1, §6.3, §7.1).
+
+        A head ends with CRLF CRLF after a non-CR/LF byte; so does a chunked body (after
+        the last chunk's size or a trailer field). A Content-Length body ends with its
+        own bytes, or, when they are all CR/LF, with them and the head's CRLF CRLF.
+        Any more CR/LF at the end of the stream came after the framed end.
+        """
+        if self.framing == LENGTH and self.size != self._body_run:
+            return self._body_run
+        return self._body_run + 4
 
     def eof(self) -> int:
         """The service closed the connection (RFC 9112 §6.3, §9.6).
@@ -190,11 +224,18 @@ class ResponseReader:
         self.state = BODY
 
     def on_body(self, body: bytes) -> None:
-        if not self.streaming:
-            self.size += len(body)
-            if self.size > self.max_body:
-                self._fail(BODY_TOO_LARGE, f"the answer is over the {self.max_body}-byte limit")
-                raise _Stop()
+        n = len(body)
+        if n and self.framing == LENGTH:
+            last = body[n - 1]
+            if last == 13 or last == 10:  # the CR/LF run the body ends with, see _end_run
+                run = _crlf_run(body)
+                self._body_run = self._body_run + n if run == n else run
+            else:
+                self._body_run = 0
+        self.size += n
+        if not self.streaming and self.size > self.max_body:
+            self._fail(BODY_TOO_LARGE, f"the answer is over the {self.max_body}-byte limit")
+            raise _Stop()
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
