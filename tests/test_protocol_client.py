@@ -495,3 +495,66 @@ def test_decode_undoes_codings(encoded: bytes, coding: str, plain: bytes) -> Non
 def test_decode_refuses_what_it_cannot_undo(encoded: bytes, coding: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         content_coding.decode(encoded, coding, 1024 * 1024)
+
+
+# Pool fairness: past per_host, callers are served in arrival order.
+
+async def test_pool_serves_waiting_callers_in_arrival_order(raw_service: Any) -> None:
+    """A released connection goes to the longest waiter, not back to the caller that just let it go.
+
+    Three callers each send requests back to back over one pooled connection (the
+    closed loop of a load generator's connections): they must take turns. Were the
+    connection pooled as idle first, the caller that released it would take it again
+    at once and the others would starve until it stopped.
+    """
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            body = await service.read_request(reader)
+            writer.write(answer(body))
+            await writer.drain()
+
+    service = await raw_service(serve)
+    client = HTTPClient(per_host=1, max_body=1024 * 1024)
+
+    async def caller(name: bytes) -> None:
+        for _ in range(20):
+            got = await client.post(service.url(), {}, name)
+            assert got.body == name
+
+    try:
+        await asyncio.wait_for(asyncio.gather(caller(b"a"), caller(b"b"), caller(b"c")), 10)
+    finally:
+        await client.close()
+    longest = run = 1
+    for before, now in zip(service.requests, service.requests[1:], strict=False):
+        run = run + 1 if now == before else 1
+        longest = max(longest, run)
+    assert longest <= 2, f"one caller was served {longest} times in a row while others waited"
+
+
+async def test_cancelled_waiters_lose_no_connection(raw_service: Any) -> None:
+    """Waiters that leave the queue are passed over: the connection goes to the next one, and no slot is lost."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            body = await service.read_request(reader)
+            await asyncio.sleep(0.01)
+            writer.write(answer(body))
+            await writer.drain()
+
+    service = await raw_service(serve)
+    client = HTTPClient(per_host=1, max_body=1024 * 1024)
+    try:
+        first = asyncio.ensure_future(client.post(service.url(), {}, b"1"))
+        await asyncio.sleep(0)
+        waiting = [asyncio.ensure_future(client.post(service.url(), {}, b"%d" % i)) for i in range(2, 6)]
+        await asyncio.sleep(0)
+        for task in waiting[:3]:
+            task.cancel()
+        await first
+        last = await asyncio.wait_for(waiting[3], 2)
+        assert last.body == b"5"
+        again = await asyncio.wait_for(client.post(service.url(), {}, b"6"), 2)
+        assert again.body == b"6"
+    finally:
+        await client.close()
+    assert service.connections == 1
