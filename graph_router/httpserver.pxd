@@ -47,6 +47,7 @@ cdef class HTTPServer:
     cdef public set _adopting
     cdef public object _sweeper
     cdef public BufferBudget budget
+    cdef public object tls
 
 cdef class Response:
     cdef public object status

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -60,6 +61,12 @@ class Response:
 
     def __repr__(self) -> str:
         return f"Response({self.status}, {self.body[:80]!r}, {self.content_type!r})"
+
+
+class TLSContexts(Protocol):
+    """Where an HTTPS listener gets the context for each new connection (see security.tls)."""
+
+    def current(self) -> ssl.SSLContext: ...
 
 
 class ChunkSource(Protocol):
@@ -490,8 +497,10 @@ class HTTPServer:
     ACCEPT_BATCH = 128  # bounded, so a connection flood cannot take a whole iteration
     BACKLOG = 2048
 
-    def __init__(self, handler: Handler, limits: ServerLimits | None = None) -> None:
+    def __init__(self, handler: Handler, limits: ServerLimits | None = None, tls: TLSContexts | None = None) -> None:
         self.handler = handler
+        # HTTPS when set: each new connection takes tls.current() (rotated certificates).
+        self.tls = tls
         self.limits = limits or ServerLimits()
         self.budget = BufferBudget(self.limits.max_buffered_bytes)
         self.loop = asyncio.get_running_loop()
@@ -545,8 +554,12 @@ class HTTPServer:
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(self._new_connection, conn)
-        except OSError:
+            if self.tls is None:
+                await self.loop.connect_accepted_socket(self._new_connection, conn)
+            else:
+                await self.loop.connect_accepted_socket(self._new_connection, conn, ssl=self.tls.current(),
+                                                        ssl_handshake_timeout=self.limits.read_timeout)
+        except (OSError, ssl.SSLError):
             conn.close()  # the client left before its transport was made
 
     @property

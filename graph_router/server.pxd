@@ -12,3 +12,4 @@ cdef class Router:
     cdef public bint shutting_down
     cdef public Py_ssize_t _in_flight
     cdef public object http_server
+    cdef public object auth

@@ -25,8 +25,10 @@ from .executor import Executor
 from .headers import HeaderPropagator
 from .http1 import content_coding
 from .http1.request_reader import Request  # not through httpserver: compiled, it cimports Request
-from .httpserver import HTTPServer, Response, ServerLimits, StreamingResponse, error_body
+from .httpserver import HTTPServer, Response, ServerLimits, StreamingResponse, TLSContexts, error_body
 from .plan import GraphPlan, Timeouts
+from .security.auth import Authorizer
+from .security.tls import ReloadingServerContext
 from .settings import ServerSettings
 from .telemetry import RequestProbe, Telemetry, WorkerGroup, tracer_from_env
 from .upstream import StepResponse, StepStream, UpstreamClient
@@ -112,6 +114,8 @@ class Router:
         self.shutting_down = False
         self._in_flight = 0
         self.http_server: HTTPServer | None = None
+        # --enable-auth (security.auth): None, the default, checks nothing.
+        self.auth: Authorizer | None = None
 
     @property
     def plan(self) -> GraphPlan | None:
@@ -148,7 +152,15 @@ class Router:
         if path == "/readyz":
             return self._readyz()
         if path == "/metrics" and request.method in ("GET", "HEAD"):
+            if self.auth is not None and self.auth.settings.metrics_auth:
+                denied = await self.auth.check(request.header("authorization"))
+                if denied is not None:
+                    return denied
             return await self.telemetry.scrape()
+        if self.auth is not None:
+            denied = await self.auth.check(request.header("authorization"))
+            if denied is not None:
+                return denied
         plan, series = self._plan, self._series
         if plan is None or series is None:
             return _error_response(503, "no graph is loaded yet", error="Service Unavailable")
@@ -237,10 +249,30 @@ class Router:
         return Response(200)
 
 
-async def start_server(router: Router, host: str, port: int, *, reuse_port: bool = False) -> HTTPServer:
-    """Listen for ``router`` on host:port (port 0: any free port)."""
-    server = HTTPServer(router.handle, router.limits())
+async def start_server(router: Router, host: str, port: int, *, reuse_port: bool = False,
+                       tls: TLSContexts | None = None) -> HTTPServer:
+    """Listen for ``router`` on host:port (port 0: any free port); HTTPS with ``tls``."""
+    server = HTTPServer(router.handle, router.limits(), tls)
     router.http_server = server
+    await server.start(host, port, reuse_port=reuse_port)
+    return server
+
+
+async def start_metrics_server(router: Router, host: str, port: int, *, reuse_port: bool = False) -> HTTPServer:
+    """``--metrics-port``: plain HTTP serving only GET /metrics (and /readyz), for scrapers inside the mesh."""
+
+    async def handle(request: Request) -> Response | StreamingResponse:
+        if request.path == "/readyz":
+            return router._readyz()
+        if request.path != "/metrics" or request.method not in ("GET", "HEAD"):
+            return _error_response(404, "this port serves only /metrics and /readyz", error="Not Found")
+        if router.auth is not None and router.auth.settings.metrics_auth:
+            denied = await router.auth.check(request.header("authorization"))
+            if denied is not None:
+                return denied
+        return await router.telemetry.scrape()
+
+    server = HTTPServer(handle, ServerLimits())
     await server.start(host, port, reuse_port=reuse_port)
     return server
 
@@ -264,7 +296,17 @@ async def serve(
     telemetry = Telemetry(tracer=tracer_from_env(), workers=workers, explain=settings.explain_header)
     await telemetry.start()
     router = Router(settings, plan, client, telemetry)
-    server = await start_server(router, settings.host, settings.port, reuse_port=reuse_port)
+    security = settings.security
+    if security.auth is not None:
+        router.auth = Authorizer.for_cluster(security.auth)
+    tls = None
+    if security.tls_cert_file is not None and security.tls_key_file is not None:
+        tls = ReloadingServerContext(security.tls_cert_file, security.tls_key_file)
+    server = await start_server(router, settings.host, settings.port, reuse_port=reuse_port, tls=tls)
+    metrics_server = None
+    if security.metrics_port is not None:
+        metrics_server = await start_metrics_server(router, settings.host, security.metrics_port,
+                                                    reuse_port=reuse_port)
     # Everything loaded so far lives for the whole process: keep the collector off it,
     # and collect the young generation less often (requests allocate short-lived objects).
     gc.freeze()
@@ -291,6 +333,10 @@ async def serve(
             with suppress(asyncio.CancelledError):
                 await side_task
         await server.shutdown(settings.shutdown_timeout)
+        if metrics_server is not None:
+            await metrics_server.shutdown(1.0)
+        if router.auth is not None:
+            router.auth.close()
         await client.close()
         await telemetry.close()
         logger.info("graph-router stopped")

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .security.settings import SecuritySettings
 from .upstream import UpstreamSettings
 
 
@@ -38,6 +39,7 @@ class ServerSettings:
     propagate_headers: str | None = None
     explain_header: bool = True
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerSettings:

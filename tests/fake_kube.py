@@ -93,6 +93,12 @@ class FakeKube:
         self._failures: list[tuple[int, str]] = []
         self._runner: web.AppRunner | None = None
         self._uids = itertools.count(1)
+        # TokenReview and SubjectAccessReview (authentication.k8s.io, authorization.k8s.io).
+        self.tokens: dict[str, dict[str, Any]] = {}  # token -> userInfo
+        self.grants: set[tuple[str, str, str, str, str, str]] = set()  # user, verb, group, resource, ns, name
+        self.review_delay = 0.0
+        self.token_reviews = 0
+        self.access_reviews = 0
 
     @property
     def url(self) -> str:
@@ -102,6 +108,8 @@ class FakeKube:
 
     async def start(self) -> None:
         app = web.Application()
+        app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
+        app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", self._access_review)
         app.router.add_route("*", "/apis/{group}/{version}/namespaces/{namespace}/{plural}", self._collection)
         app.router.add_route("*", "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", self._item)
         app.router.add_route("*", "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}/status",
@@ -262,6 +270,44 @@ class FakeKube:
         api_version, kind = KINDS[plural]
         return {"type": "BOOKMARK",
                 "object": {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": str(self.rv)}}}
+
+    def add_user(self, token: str, username: str, groups: list[str] | None = None) -> None:
+        """``token`` authenticates as ``username`` (until removed from ``tokens``: an expired token)."""
+        self.tokens[token] = {"username": username, "uid": f"uid-{username}",
+                              "groups": groups or ["system:authenticated"]}
+
+    def grant(self, username: str, name: str, namespace: str = "default", verb: str = "get",
+              group: str = "serving.kserve.io", resource: str = "inferencegraphs") -> None:
+        """An RBAC rule, as the authorizer would find it."""
+        self.grants.add((username, verb, group, resource, namespace, name))
+
+    async def _token_review(self, request: web.Request) -> web.Response:
+        rec = await self._record(request)
+        self.token_reviews += 1
+        if self.review_delay:
+            await asyncio.sleep(self.review_delay)
+        failure = self._injected_failure(request.path)
+        if failure is not None:
+            return failure
+        review = rec.body
+        user = self.tokens.get(review["spec"]["token"])
+        review["status"] = ({"authenticated": True, "user": user} if user is not None
+                            else {"authenticated": False, "error": "token has expired or is not valid"})
+        return web.Response(status=201, body=orjson.dumps(review), content_type="application/json")
+
+    async def _access_review(self, request: web.Request) -> web.Response:
+        rec = await self._record(request)
+        self.access_reviews += 1
+        if self.review_delay:
+            await asyncio.sleep(self.review_delay)
+        review = rec.body
+        spec = review["spec"]
+        ra = spec.get("resourceAttributes") or {}
+        key = (spec.get("user", ""), ra.get("verb", ""), ra.get("group", ""), ra.get("resource", ""),
+               ra.get("namespace", ""), ra.get("name", ""))
+        allowed = key in self.grants
+        review["status"] = {"allowed": allowed} if allowed else {"allowed": False, "reason": "no RBAC rule"}
+        return web.Response(status=201, body=orjson.dumps(review), content_type="application/json")
 
     @staticmethod
     def _error(code: int, reason: str, message: str) -> web.Response:

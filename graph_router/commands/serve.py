@@ -134,6 +134,9 @@ def register(sub: Any) -> None:
     p.add_argument("--grpc-port", type=port_number, default=None, metavar="N",
                    help="also serve the Open Inference Protocol v2 over gRPC on this port (8081 by convention; "
                    "off by default): ModelInfer with the graph's name runs it")
+    from ..security.cli import add_security_flags
+
+    add_security_flags(p)
     p.set_defaults(func=run)
 
 
@@ -190,9 +193,11 @@ def run(args: argparse.Namespace) -> int:
         from ..reload import GraphFileReloader
 
         reloader = GraphFileReloader(path, name=args.name, services={n: s.url or "" for n, s in specs.items()})
+    from ..security.cli import security_settings
+
     settings = ServerSettings.from_env(
         host=args.host, port=args.port, drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes,
-        explain_header=args.explain,
+        explain_header=args.explain, security=security_settings(args),
     )
     try:
         uvloop.run(_main(args, settings, specs, reloader))

@@ -1,0 +1,198 @@
+"""--enable-auth: TokenReview + SubjectAccessReview through the real kubernetes client against the
+fake API server; 401/403 never run the graph; the decision cache is bounded and a slow API
+server answers 503 instead of piling requests up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_kube import FakeKube
+
+from graph_router.controller.kube import KubeClient
+from graph_router.security.auth import Authorizer, Reviewer
+from graph_router.security.settings import AuthSettings
+
+pytestmark = pytest.mark.asyncio
+
+SPEC = {"nodes": {"root": {"routerType": "Sequence", "steps": [{"serviceUrl": "SVC"}]}}}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeKube]:
+    kube = FakeKube()
+    await kube.start()
+    kube.add_user("alice-token", "alice")
+    kube.add_user("bob-token", "bob")
+    kube.grant("alice", "my-graph", namespace="team")
+    yield kube
+    await kube.stop()
+
+
+def _authorizer(fake: FakeKube, tmp_path: Path, **overrides: Any) -> Authorizer:
+    settings = AuthSettings(graph_name="my-graph", namespace="team", **overrides)
+    api_client = KubeClient.from_environment(str(fake.write_kubeconfig(tmp_path / "kubeconfig")))._api_client
+    return Authorizer(settings, Reviewer(api_client, settings).review)
+
+
+async def _routed(start_service: Any, start_router: Any, auth: Authorizer, **settings: Any) -> Any:
+    svc = await start_service({"/m": _echo_auth})
+    spec = {"nodes": {"root": {"routerType": "Sequence", "steps": [{"serviceUrl": svc.url("/m")}]}}}
+    running = await start_router(spec, **settings)
+    running.router.auth = auth
+    return running, svc
+
+
+async def _echo_auth(request: Any) -> Any:
+    from aiohttp import web
+
+    return web.json_response({"authorization": request.headers.get("Authorization")})
+
+
+@pytest.mark.parametrize(("headers", "status", "reason"), [
+    ({}, 401, "missing bearer token"),
+    ({"Authorization": "Basic YWxpY2U6c2VjcmV0"}, 401, "missing bearer token"),
+    ({"Authorization": "Bearer not-a-token"}, 401, "token has expired or is not valid"),
+    ({"Authorization": "Bearer bob-token"}, 403, "user 'bob' may not get inferencegraphs/my-graph"),
+])
+async def test_denied_requests_never_run_the_graph(fake: FakeKube, tmp_path: Path, start_service: Any,
+                                                   start_router: Any, headers: dict[str, str], status: int,
+                                                   reason: str) -> None:
+    auth = _authorizer(fake, tmp_path)
+    running, svc = await _routed(start_service, start_router, auth)
+    code, body, got = await running.post({"x": 1}, headers=headers)
+    assert code == status
+    assert reason in got["X-Forbidden-Reason"]
+    assert body.startswith(b'{"error":"' + (b"Unauthorized" if status == 401 else b"Forbidden"))
+    assert ("WWW-Authenticate" in got) == (status == 401)
+    assert svc.received == []
+    auth.close()
+
+
+async def test_allowed_user_runs_and_decisions_are_cached(fake: FakeKube, tmp_path: Path, start_service: Any,
+                                                          start_router: Any) -> None:
+    auth = _authorizer(fake, tmp_path)
+    running, svc = await _routed(start_service, start_router, auth)
+    for _ in range(5):
+        code, _, _ = await running.post({"x": 1}, headers={"Authorization": "Bearer alice-token"})
+        assert code == 200
+    assert len(svc.received) == 5
+    assert (fake.token_reviews, fake.access_reviews) == (1, 1)  # the API server was asked once
+    sar = next(r.body for r in fake.requests if r.path.endswith("subjectaccessreviews"))
+    assert sar["spec"]["resourceAttributes"] == {"group": "serving.kserve.io", "name": "my-graph",
+                                                 "namespace": "team", "resource": "inferencegraphs", "verb": "get"}
+    assert sar["spec"]["user"] == "alice"
+    # /readyz stays open, and /metrics too without --metrics-auth.
+    async with running.session.get(running.url + "/readyz") as resp:
+        assert resp.status == 200
+    async with running.session.get(running.url + "/metrics") as resp:
+        assert resp.status == 200
+    auth.close()
+
+
+async def test_expired_token_is_refused_once_its_cached_decision_lapses(
+    fake: FakeKube, tmp_path: Path, start_service: Any, start_router: Any
+) -> None:
+    auth = _authorizer(fake, tmp_path, cache_seconds=0.3)
+    running, _ = await _routed(start_service, start_router, auth)
+    hdr = {"Authorization": "Bearer alice-token"}
+    assert (await running.post({}, headers=hdr))[0] == 200
+    del fake.tokens["alice-token"]  # the token expires
+    assert (await running.post({}, headers=hdr))[0] == 200  # still cached
+    await asyncio.sleep(0.35)
+    code, _, got = await running.post({}, headers=hdr)
+    assert code == 401
+    assert "expired" in got["X-Forbidden-Reason"]
+    auth.close()
+
+
+async def test_metrics_auth_protects_metrics(fake: FakeKube, tmp_path: Path, start_service: Any,
+                                             start_router: Any) -> None:
+    auth = _authorizer(fake, tmp_path, metrics_auth=True)
+    running, _ = await _routed(start_service, start_router, auth)
+    async with running.session.get(running.url + "/metrics") as resp:
+        assert resp.status == 401
+    async with running.session.get(running.url + "/metrics",
+                                   headers={"Authorization": "Bearer alice-token"}) as resp:
+        assert resp.status == 200
+    async with running.session.get(running.url + "/readyz") as resp:
+        assert resp.status == 200
+    auth.close()
+
+
+@pytest.mark.parametrize(("propagate", "forwarded"), [(None, None), ("Authorization", "Bearer alice-token")])
+async def test_authorization_reaches_steps_only_when_propagate_headers_matches(
+    fake: FakeKube, tmp_path: Path, start_service: Any, start_router: Any, propagate: str | None,
+    forwarded: str | None
+) -> None:
+    auth = _authorizer(fake, tmp_path)
+    running, _ = await _routed(start_service, start_router, auth, propagate_headers=propagate)
+    code, body, _ = await running.post({}, headers={"Authorization": "Bearer alice-token"})
+    assert code == 200
+    assert body == b'{"authorization": ' + (b"null" if forwarded is None else f'"{forwarded}"'.encode()) + b"}"
+    auth.close()
+
+
+async def test_cache_stays_bounded_under_1000_distinct_tokens(fake: FakeKube, tmp_path: Path) -> None:
+    auth = _authorizer(fake, tmp_path, cache_size=100, max_reviews=16)
+    sem = asyncio.Semaphore(16)
+
+    async def one(i: int) -> int:
+        async with sem:
+            answer = await auth.check(f"Bearer token-{i}")
+            assert answer is not None
+            return int(answer.status)
+
+    statuses = await asyncio.gather(*(one(i) for i in range(1000)))
+    assert set(statuses) == {401}
+    assert fake.token_reviews == 1000
+    assert auth.cached == 100
+    # The newest decisions are the ones kept: a recent token is answered without the API server.
+    await auth.check("Bearer token-999")
+    assert fake.token_reviews == 1000
+    auth.close()
+
+
+async def test_slow_token_review_times_out_to_503_without_piling_up(fake: FakeKube, tmp_path: Path,
+                                                                    start_service: Any, start_router: Any) -> None:
+    fake.review_delay = 2.0
+    auth = _authorizer(fake, tmp_path, review_timeout=0.3, max_reviews=2)
+    running, svc = await _routed(start_service, start_router, auth)
+    started = time.monotonic()
+    answers = await asyncio.gather(*(running.post({}, headers={"Authorization": f"Bearer t{i}"})
+                                     for i in range(20)))
+    elapsed = time.monotonic() - started
+    assert [a[0] for a in answers] == [503] * 20
+    assert elapsed < 1.5, elapsed  # nobody waited for the slow API server
+    reasons = {a[2]["X-Forbidden-Reason"] for a in answers}
+    assert reasons == {"authentication timed out (the Kubernetes API is slow)",
+                       "too many authentication reviews in progress"}
+    assert auth.reviews == 2  # only two reviews ever reached the API server's queue
+    assert svc.received == []
+    auth.close()
+
+
+async def test_api_server_error_is_503_and_not_cached(fake: FakeKube, tmp_path: Path) -> None:
+    auth = _authorizer(fake, tmp_path)
+    fake.fail(1, 500, "tokenreviews")
+    answer = await auth.check("Bearer alice-token")
+    assert answer is not None and answer.status == 503
+    assert await auth.check("Bearer alice-token") is None
+    auth.close()
+
+
+async def test_cli_enable_auth_needs_a_graph_name() -> None:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "graph_router", "serve", "--graph-json", '{"nodes": {}}', "--enable-auth",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert b"--enable-auth needs --inferencegraph-name NAME" in err
+
+
