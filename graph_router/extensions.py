@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import GraphError
+from .security.models import HeaderPolicy, LoggerSpec, TLSSpec
 from .spec import InferenceGraph
 
 ANNOTATION = "graph-router.io/extensions"
@@ -72,6 +73,9 @@ class GraphExtensions(_Strict):
 
     deadline_seconds: float | None = Field(default=None, alias="deadlineSeconds", gt=0)
     steps: dict[str, StepExtension] = Field(default_factory=dict)
+    headers: HeaderPolicy | None = None  # graph_router/security/headers.py
+    tls: TLSSpec | None = None  # for every https:// step of the graph (a step's own wins)
+    logger: LoggerSpec | None = None  # graph_router/payload_logger.py
 
 
 def read_extensions(graph: InferenceGraph) -> GraphExtensions:

@@ -85,6 +85,7 @@ class GraphPlan:
     timeouts: Timeouts
     graph: InferenceGraph = field(repr=False)
     deadline: float | None = None  # extensions' deadlineSeconds: one bound for the whole request
+    extensions: GraphExtensions = field(default_factory=GraphExtensions, repr=False)  # the annotation, parsed
 
 
 def compile_graph(
@@ -138,6 +139,7 @@ def compile_graph(
         timeouts=timeouts,
         graph=graph,
         deadline=extensions.deadline_seconds,
+        extensions=extensions,
     )
 
 

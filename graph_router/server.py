@@ -22,12 +22,12 @@ from multidict import CIMultiDict
 from . import compiled_modules
 from .errors import AnswerTooLarge, DeadlineExceeded, RequestError, UnreadableAnswer
 from .executor import Executor
-from .headers import HeaderPropagator
 from .http1 import content_coding
 from .http1.request_reader import Request  # not through httpserver: compiled, it cimports Request
 from .httpserver import HTTPServer, Response, ServerLimits, StreamingResponse, TLSContexts, error_body
 from .plan import GraphPlan, Timeouts
 from .security.auth import Authorizer
+from .security.headers import graph_propagator
 from .security.tls import ReloadingServerContext
 from .settings import ServerSettings
 from .telemetry import RequestProbe, Telemetry, WorkerGroup, tracer_from_env
@@ -110,7 +110,7 @@ class Router:
         self._series = self.telemetry.bind(plan) if plan is not None else None
         self._client = client
         self._executor = Executor(client)
-        self._propagator = HeaderPropagator(settings.propagate_headers)
+        self._propagator = graph_propagator(settings.propagate_headers, plan.extensions.headers if plan else None)
         self.shutting_down = False
         self._in_flight = 0
         self.http_server: HTTPServer | None = None
@@ -124,6 +124,7 @@ class Router:
     def swap(self, plan: GraphPlan) -> None:
         """Serve ``plan`` from the next request on (its routerTimeouts included)."""
         self._series = self.telemetry.bind(plan)
+        self._propagator = graph_propagator(self.settings.propagate_headers, plan.extensions.headers)
         self._plan = plan
         self.telemetry.metrics.reloads += 1
         if self.http_server is not None:
