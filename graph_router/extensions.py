@@ -66,6 +66,7 @@ class StepExtension(_Strict):
     request: Any = None
     v2_outputs_to_inputs: bool | V2Mapping = Field(default=False, alias="v2OutputsToInputs")
     policy: StepPolicy | None = None
+    tls: TLSSpec | None = None  # calling this https:// step (graph_router/security/tls.py)
 
 
 class GraphExtensions(_Strict):
