@@ -57,6 +57,13 @@ class CircuitBreakers:
         if state.failures >= self.threshold:
             state.open_until = self._clock() + self.cooldown
 
+    def is_open(self, key: object) -> bool:
+        """Whether calls to ``key`` would fail fast now (read-only: claims no probe)."""
+        state = self._states.get(key)
+        if state is None or self.threshold == 0 or state.failures < self.threshold:
+            return False
+        return self._clock() < state.open_until or state.probing
+
     def retry_after(self, key: object) -> float:
         """Seconds until the circuit of ``key`` lets a probe through."""
         state = self._states.get(key)

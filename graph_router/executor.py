@@ -189,6 +189,9 @@ class Executor:
         self, step: StepPlan, url: str, body: bytes, headers: CIMultiDict[str], ctx: RequestContext, tail: bool
     ) -> Awaitable[StepResponse]:
         """One service call with the step's policy and the request's deadline."""
+        route = step.route
+        if route is not None:  # several endpoints or a mirror, decided at plan time
+            return route.call(self._client, step, body, headers, ctx, tail)
         return self._client.call(
             url, body, headers, ctx.step_timeout, stream=tail, policy=step.policy, deadline=ctx.deadline
         )

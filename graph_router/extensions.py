@@ -21,7 +21,7 @@ there (without them). Mistakes are reported with the annotation and field named.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import yaml
@@ -60,13 +60,48 @@ class StepPolicy(_Strict):
     max_backoff_seconds: float = Field(default=2.0, alias="maxBackoffSeconds", ge=0)
 
 
+class Affinity(_Strict):
+    """Which replica answers: the same key goes to the same endpoint (its caches stay warm).
+
+    ``key``: a GJSON path into the step's request body (cut to ``prefixChars``);
+    ``header``: a request header's value instead (session pinning). Exactly one.
+    """
+
+    key: str | None = None
+    prefix_chars: int | None = Field(default=None, alias="prefixChars", gt=0)
+    header: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> Affinity:
+        if (self.key is None) == (self.header is None):
+            raise ValueError("give exactly one of key and header")
+        if self.key is not None:
+            from . import gjson
+
+            try:
+                gjson.compile_path(self.key)
+            except ValueError as exc:
+                raise ValueError(f"key {self.key!r} is not a GJSON path: {exc}") from None
+        return self
+
+
+class MirrorSpec(_Strict):
+    """A share of the step's requests also sent to a candidate; its answers are only compared."""
+
+    service_url: str = Field(alias="serviceUrl")
+    percent: float = Field(default=100.0, ge=0, le=100)
+    timeout_seconds: float = Field(default=30.0, alias="timeoutSeconds", gt=0)
+
+
 class StepExtension(_Strict):
     """Everything graph_router adds to one step."""
 
     request: Any = None
     v2_outputs_to_inputs: bool | V2Mapping = Field(default=False, alias="v2OutputsToInputs")
     policy: StepPolicy | None = None
-    tls: TLSSpec | None = None  # calling this https:// step (graph_router/security/tls.py)
+    affinity: Affinity | None = None  # graph_router/endpoints.py
+    balance: Literal["leastRequest", "roundRobin"] = "leastRequest"  # without affinity, over several endpoints
+    mirror: MirrorSpec | None = None  # graph_router/mirror.py
 
 
 class GraphExtensions(_Strict):

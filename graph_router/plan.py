@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from . import gjson
 from .conditions import Test, compile_fast
+from .endpoints import StepRoute, split_endpoints
 from .errors import GraphError, GraphValidationError
 from .extensions import ANNOTATION, GraphExtensions, StepExtension, StepPolicy, read_extensions
 from .mapping import Template
@@ -55,6 +56,7 @@ class StepPlan:
     v2_rename: Mapping[str, str] | None = None  # set: map the previous answer's outputs to inputs
     v2_only: list[str] | None = None
     policy: StepPolicy | None = None
+    route: StepRoute | None = None  # several endpoints or a mirror (graph_router/endpoints.py); None: call url
 
     @property
     def target(self) -> str:
@@ -111,9 +113,10 @@ def compile_graph(
         extensions = GraphExtensions()
     step_ext: dict[tuple[str, int], StepExtension] = {}
     templates: dict[tuple[str, int], Template] = {}
-    for key, url in (services or {}).items():
-        if step_url_problem(url) is not None:
-            problems.append(f"service {key!r}: {url!r} is not an http:// or https:// (or grpc(s)://) step URL")
+    for key, urls in (services or {}).items():
+        for url in split_endpoints(urls):  # URL1,URL2,...: one step, several endpoints
+            if step_url_problem(url) is not None:
+                problems.append(f"service {key!r}: {url!r} is not an http:// or https:// (or grpc(s)://) step URL")
     if not problems:
         problems.extend(at + p for p in _attach_extensions(graph, extensions, step_ext, templates))
     if not problems and require_urls:
@@ -225,6 +228,9 @@ def _build_node(
         url = None
         if child is None:
             url = services.get(step.service_name or "") or services.get(step.service_url or "") or step.service_url
+        route = _route(name, step.name or str(i), url, ext) if url is not None else None
+        if route is not None:
+            url = route.url
         steps.append(
             StepPlan(
                 index=i,
@@ -243,6 +249,7 @@ def _build_node(
                 v2_rename=(v2.rename if not isinstance(v2, bool) else {}) if v2 else None,
                 v2_only=v2.only if not isinstance(v2, bool) else None,
                 policy=ext.policy if ext is not None else None,
+                route=route,
             )
         )
     bounds: list[int] = []
@@ -259,3 +266,13 @@ def _build_node(
     )
     built[name] = plan
     return plan
+
+
+def _route(node: str, step: str, url: str, ext: StepExtension | None) -> StepRoute | None:
+    """A StepRoute for several endpoints or a mirror; None (the plain call) for one URL."""
+    urls = split_endpoints(url) or [url]
+    mirror = ext.mirror if ext is not None else None
+    if len(set(urls)) == 1 and mirror is None:
+        return None
+    return StepRoute(node, step, urls, ext.affinity if ext is not None else None,
+                     ext.balance if ext is not None else "leastRequest", mirror)

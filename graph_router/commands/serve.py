@@ -55,7 +55,10 @@ def parse_services(pairs: list[str]) -> dict[str, str]:
             name, sep, url = pair.partition("=")
             if not sep or not name or not url:
                 raise GraphError(f"--service {pair!r}: expected NAME=URL or URL=URL")
-        services[name] = url if url.startswith(("grpc://", "grpcs://")) else check_url(url, f"--service {pair}")
+        for one in url.split(","):  # URL1,URL2,...: the replicas of one service (graph_router/endpoints.py)
+            if not one.startswith(("grpc://", "grpcs://")):
+                check_url(one, f"--service {pair}")
+        services[name] = url
     return services
 
 
@@ -193,11 +196,11 @@ def run(args: argparse.Namespace) -> int:
         from ..reload import GraphFileReloader
 
         reloader = GraphFileReloader(path, name=args.name, services={n: s.url or "" for n, s in specs.items()})
-    from ..security.cli import security_settings, upstream_settings
+    from ..security.cli import security_settings
 
     settings = ServerSettings.from_env(
         host=args.host, port=args.port, drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes,
-        explain_header=args.explain, security=security_settings(args), upstream=upstream_settings(args),
+        explain_header=args.explain, security=security_settings(args),
     )
     try:
         uvloop.run(_main(args, settings, specs, reloader))

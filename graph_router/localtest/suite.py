@@ -94,8 +94,9 @@ class StubSpec(Answer):
             raise ValueError("sequence needs at least one answer")
         if any(a.fail == "refuse" for a in self.sequence or ()):
             raise ValueError("fail: refuse is for a whole stub (its URL refuses connections); in a sequence use reset")
-        if self.url is not None and urlsplit_safe(self.url) is None:
-            raise ValueError(f"url {self.url!r} is not an http(s) URL")
+        for url in self.url.split(",") if self.url is not None else ():  # URL1,URL2: a service's replicas
+            if urlsplit_safe(url) is None:
+                raise ValueError(f"url {url!r} is not an http(s) URL")
         return self
 
     @property

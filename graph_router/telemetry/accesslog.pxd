@@ -28,10 +28,10 @@ cdef class AccessLog:
 
     cpdef bint enabled(self, bint warning)
     cpdef request(self, bint warning, str graph, object status, double total, double own,
-                  object request_id, object trace_id, object cause)
+                  object request_id, object trace_id, object cause, object endpoint=*)
     @cython.locals(second=Py_ssize_t)
     cpdef str line(self, bint warning, str graph, object status, double total, double own,
-                   object request_id, object trace_id, object cause, double now)
+                   object request_id, object trace_id, object cause, double now, object endpoint=*)
 
 cdef list _MILLIS
 

@@ -214,7 +214,7 @@ class AccessLog:
         return self.warning if warning else self.info
 
     def request(self, warning: bool, graph: str, status: object, total: float, own: float,
-                request_id: object, trace_id: object, cause: object) -> None:
+                request_id: object, trace_id: object, cause: object, endpoint: object = None) -> None:
         """One graph request's line (at WARNING or INFO): ``total`` and ``own`` (the router's time) in seconds."""
         writer = self.writer
         if writer is None:
@@ -222,18 +222,21 @@ class AccessLog:
                 "graph": graph, "status": status, "duration_ms": round(total * 1000, 3),
                 "router_ms": round(own * 1000, 3), "request_id": request_id, "trace_id": trace_id,
             }
+            if endpoint is not None:
+                fields["endpoint"] = endpoint
             if cause is not None:
                 fields["cause"] = cause
             self.logger.log(WARNING if warning else INFO, MESSAGE, extra={FIELDS: fields})
             return
-        writer.write(self.line(warning, graph, status, total, own, request_id, trace_id, cause, time.time()))
+        writer.write(self.line(warning, graph, status, total, own, request_id, trace_id, cause, time.time(),
+                               endpoint))
 
     def line(self, warning: bool, graph: str, status: object, total: float, own: float,
-             request_id: object, trace_id: object, cause: object, now: float) -> str:
+             request_id: object, trace_id: object, cause: object, now: float, endpoint: object = None) -> str:
         """The line, without its terminator, as the handler's formatter would write a record made at ``now``."""
         head = self._warning_head if warning else self._info_head
         if not self.json:
-            return self._text_line(head, graph, status, total, own, request_id, trace_id, cause, now)
+            return self._text_line(head, graph, status, total, own, request_id, trace_id, cause, now, endpoint)
         second = int(now)
         if second != self._second:
             self._stamp = '{"time":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
@@ -246,12 +249,14 @@ class AccessLog:
             f',"status":{_json(status)},"duration_ms":{_millis(total)},"router_ms":{_millis(own)}'
             f',"request_id":{_json(request_id)},"trace_id":{_json(trace_id)}'
         )
+        if endpoint is not None:  # the endpoint a step with several chose (graph_router/endpoints.py)
+            line += ',"endpoint":' + _json(endpoint)
         if cause is not None:
             return line + ',"cause":' + _json(cause) + "}"
         return line + "}"
 
     def _text_line(self, head: str, graph: str, status: object, total: float, own: float,
-                   request_id: object, trace_id: object, cause: object, now: float) -> str:
+                   request_id: object, trace_id: object, cause: object, now: float, endpoint: object = None) -> str:
         """``TextFormatter``'s line: asctime as ``Formatter.formatTime`` writes it, then ``key=value``."""
         formatter = self.formatter
         assert formatter is not None
@@ -264,7 +269,7 @@ class AccessLog:
         parts = [stamp + head]
         for key, value in (("graph", graph), ("status", status), ("duration_ms", round(total * 1000, 3)),
                            ("router_ms", round(own * 1000, 3)), ("request_id", request_id),
-                           ("trace_id", trace_id), ("cause", cause)):
+                           ("trace_id", trace_id), ("endpoint", endpoint), ("cause", cause)):
             if value is not None:
                 parts.append(f"{key}={text_value(value)}")
         return " ".join(parts)

@@ -99,6 +99,10 @@ class Metrics:
         self._steps: dict[tuple[str, str, str, str], ByCode] = {}
         self.reloads = 0
         self.reload_failures = 0
+        # Counters only, labelled by endpoint / mirror outcome (graph_router/endpoints.py, mirror.py):
+        # (graph, node, step, endpoint, code) and (graph, node, step, outcome).
+        self.endpoint_requests: dict[tuple[str, str, str, str, str], int] = {}
+        self.mirror_requests: dict[tuple[str, str, str, str], int] = {}
 
     def bind(self, plan: GraphPlan) -> PlanSeries:
         """The series of ``plan``'s graph and steps, created on first use.
@@ -126,10 +130,13 @@ class Metrics:
                       for code, h in by_code.items()],
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
+            "endpoint_requests": [[*key, n] for key, n in self.endpoint_requests.items()],
+            "mirror_requests": [[*key, n] for key, n in self.mirror_requests.items()],
         }
 
 
 _HISTOGRAM_ROWS = ("requests", "overhead", "steps")
+_COUNTER_ROWS = ("endpoint_requests", "mirror_requests")
 
 
 def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -139,10 +146,11 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     since every worker reloads the same file and a sum would count each reload once per
     worker.
     """
+    snapshots_list = snapshots = list(snapshots)  # read more than once
     rows: dict[str, dict[tuple[str, ...], list[Any]]] = {name: {} for name in _HISTOGRAM_ROWS}
     in_flight: dict[str, int] = {}
     reloads = failures = 0
-    for snap in snapshots:
+    for snap in snapshots_list:
         for name in _HISTOGRAM_ROWS:
             into = rows[name]
             for *labels, counts, total in snap[name]:
@@ -161,6 +169,12 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     merged["in_flight"] = [[graph, n] for graph, n in in_flight.items()]
     merged["reloads"] = reloads
     merged["reload_failures"] = failures
+    for name in _COUNTER_ROWS:
+        sums: dict[tuple[str, ...], int] = {}
+        for snap in snapshots_list:
+            for *labels, n in snap.get(name, ()):
+                sums[tuple(labels)] = sums.get(tuple(labels), 0) + n
+        merged[name] = [[*key, n] for key, n in sums.items()]
     return merged
 
 
@@ -180,6 +194,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "graph_router_step_requests_total": (
         "counter", "Steps run, by graph, node, step, service and outcome (HTTP status, error or cancelled)."),
     "graph_router_step_duration_seconds": ("histogram", "Time a step took, its retries included."),
+    "graph_router_endpoint_requests_total": (
+        "counter", "Calls to one endpoint of a step with several, by graph, node, step, endpoint and outcome."),
+    "graph_router_mirror_requests_total": (
+        "counter", "Mirrored step calls by outcome: same or different answer, error (no answer), dropped (cap)."),
     "graph_router_graph_reloads_total": ("counter", "New graphs swapped in while serving (serve --reload)."),
     "graph_router_graph_reload_failures_total": (
         "counter", "Graph file contents rejected while serving; the previous graph kept serving."),
@@ -241,6 +259,10 @@ def _code_order(row: list[Any]) -> tuple[Any, ...]:
     return (*row[:-3], row[-3].rjust(9))  # numeric codes in numeric order, words after
 
 
+def _code_order_n(row: list[Any]) -> tuple[Any, ...]:
+    return (*row[:-2], row[-2].rjust(9))
+
+
 def render(snapshot: Mapping[str, Any], workers: int = 1) -> bytes:
     """The snapshot as Prometheus text exposition, every family with HELP and TYPE."""
     w = _Writer()
@@ -267,6 +289,14 @@ def render(snapshot: Mapping[str, Any], workers: int = 1) -> bytes:
     for (graph, node, step), (counts, total) in sorted(_sum_by(steps, 3).items()):
         w.histogram("graph_router_step_duration_seconds", [("graph", graph), ("node", node), ("step", step)],
                     DURATION_BUCKETS, counts, total)
+    w.family("graph_router_endpoint_requests_total")
+    for graph, node, step, endpoint, code, n in sorted(snapshot.get("endpoint_requests", ()), key=_code_order_n):
+        w.sample("graph_router_endpoint_requests_total", [("graph", graph), ("node", node), ("step", step),
+                                                          ("endpoint", endpoint), ("code", code)], n)
+    w.family("graph_router_mirror_requests_total")
+    for graph, node, step, outcome, n in sorted(snapshot.get("mirror_requests", ())):
+        w.sample("graph_router_mirror_requests_total",
+                 [("graph", graph), ("node", node), ("step", step), ("outcome", outcome)], n)
     w.family("graph_router_graph_reloads_total")
     w.sample("graph_router_graph_reloads_total", [], snapshot["reloads"])
     w.family("graph_router_graph_reload_failures_total")

@@ -114,6 +114,7 @@ class RequestProbe:
         self.waited = 0.0  # seconds during which at least one step call was outstanding
         self.outstanding = 0
         self.wait_from = 0.0
+        self.endpoint: str | None = None  # the endpoint chosen for a step with several (the last one)
         self.telemetry = telemetry
         self.steps = series.steps
         self.series = graph = series.graph
@@ -275,7 +276,8 @@ class RequestProbe:
         access = self.telemetry.access
         warning = level == logging.WARNING
         if access.enabled(warning):
-            access.request(warning, self.series.name, status, total, own, self.request_id, self.trace_id, cause)
+            access.request(warning, self.series.name, status, total, own, self.request_id, self.trace_id, cause,
+                           self.endpoint)
 
 
 _TIMING = "total;dur=%.3f, router;dur=%.3f"

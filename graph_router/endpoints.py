@@ -1,0 +1,288 @@
+"""Replica-aware step calls: which of a step's endpoints answers this call.
+
+A step normally has one URL and never reaches this module: the plan decides that once
+(``StepPlan.route`` is None) and the executor calls the URL directly. A step with
+several endpoints (``--service NAME=URL1,URL2``, or the controller's EndpointSlices),
+or with a mirror, gets a :class:`StepRoute` at plan time, which picks per call:
+
+- by default, the endpoint with fewer outstanding calls of two drawn at random
+  (power of two choices: near-least-loaded without scanning every endpoint);
+- ``balance: roundRobin``: in turn (a baseline, mostly for comparisons);
+- ``affinity``: consistent hashing with bounded load. A key from the request (a GJSON
+  path into the body, cut to ``prefixChars``, or a header) is hashed onto a ring of
+  virtual points; the first endpoint clockwise whose outstanding calls are under
+  ``ceil(1.25 * (in_flight + 1) / endpoints)`` answers, so the same prompt prefix
+  reaches the same replica (its KV cache) and no replica takes more than 1.25x the mean.
+
+An endpoint whose circuit breaker is open (:mod:`graph_router.breaker`, per host:port)
+is skipped: its keys move to their next endpoint on the ring, and come back when its
+probe succeeds. Removing an endpoint removes only its points, so only its keys move.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Awaitable, Sequence
+from hashlib import blake2b
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from multidict import CIMultiDict
+
+from . import gjson
+from .errors import RequestError
+from .upstream import StepResponse, StepStream
+
+if TYPE_CHECKING:
+    from .breaker import CircuitBreakers
+    from .executor import RequestContext
+    from .extensions import Affinity, MirrorSpec
+    from .mirror import Mirror
+    from .plan import StepPlan
+    from .upstream import UpstreamClient
+
+VIRTUAL_POINTS = 160  # per endpoint: enough that four endpoints share the ring within a few percent
+LOAD_FACTOR = 1.25
+
+
+def split_endpoints(value: str) -> list[str]:
+    """``URL1,URL2,...`` as a list (a URL never holds a bare comma in its authority)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+def breaker_key(url: str) -> object:
+    """The key the upstream client's circuit breakers use for ``url`` (host and port)."""
+    if url.startswith(("grpc://", "grpcs://")):
+        from .grpc.steps import target as grpc_target
+
+        return grpc_target(url).key
+    from .httpclient import parse_target
+
+    return parse_target(url).key
+
+
+class Endpoint:
+    """One replica: its URL, breaker key and calls outstanding from this process."""
+
+    __slots__ = ("key", "label", "outstanding", "url")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.key = breaker_key(url)
+        self.label = url
+        self.outstanding = 0
+
+
+class Ring:
+    """Consistent-hash ring over endpoints: ``VIRTUAL_POINTS`` points each, by URL."""
+
+    def __init__(self, endpoints: Sequence[Endpoint], points: int = VIRTUAL_POINTS) -> None:
+        marks = sorted((_hash(f"{e.url}#{i}"), n) for n, e in enumerate(endpoints) for i in range(points))
+        self.hashes = [h for h, _ in marks]
+        self.owners = [n for _, n in marks]
+        self.size = len(endpoints)
+
+    def order(self, h: int) -> list[int]:
+        """Endpoint indices in ring order from ``h``, each once (the first owns ``h``)."""
+        from bisect import bisect_left
+
+        seen: list[int] = []
+        start = bisect_left(self.hashes, h)
+        total = len(self.owners)
+        for step in range(total):
+            owner = self.owners[(start + step) % total]
+            if owner not in seen:
+                seen.append(owner)
+                if len(seen) == self.size:
+                    break
+        return seen
+
+    def owner(self, key: str) -> int:
+        """The endpoint a key maps to with every endpoint up and idle."""
+        return self.order(_hash(key))[0]
+
+
+class KeySource:
+    """Where an affinity key comes from: a body path (fast for plain dotted paths) or a header."""
+
+    __slots__ = ("header", "parts", "path", "prefix")
+
+    def __init__(self, affinity: Affinity) -> None:
+        self.header = affinity.header.lower() if affinity.header else None
+        self.prefix = affinity.prefix_chars
+        self.path = gjson.compile_path(affinity.key) if affinity.key else None
+        self.parts: list[str | int] | None = None
+        if affinity.key and all(c.isalnum() or c in "._-" for c in affinity.key):
+            self.parts = [int(p) if p.isdigit() else p for p in affinity.key.split(".")]
+
+    def key(self, body: bytes, headers: CIMultiDict[str]) -> str | None:
+        """The key of one call, or None (the call is then balanced without affinity)."""
+        if self.header is not None:
+            value = headers.get(self.header)
+            return value if value else None
+        text: str | None = None
+        if self.parts is not None:
+            try:
+                doc: Any = orjson.loads(body)
+                for part in self.parts:
+                    doc = doc[part]
+            except (orjson.JSONDecodeError, LookupError, TypeError):
+                return None
+            text = doc if isinstance(doc, str) else orjson.dumps(doc).decode()
+        elif self.path is not None:
+            result = self.path.get(body)
+            if not result.exists:
+                return None
+            selected = result.value()
+            text = selected if isinstance(selected, str) else result.raw
+        if text is None:
+            return None
+        return text[: self.prefix] if self.prefix is not None else text
+
+
+class EndpointSet:
+    """A step's endpoints and how one is chosen per call."""
+
+    def __init__(self, urls: Sequence[str], affinity: Affinity | None = None, balance: str = "leastRequest",
+                 rng: random.Random | None = None) -> None:
+        self.endpoints = [Endpoint(u) for u in dict.fromkeys(urls)]
+        self.ring = Ring(self.endpoints)
+        self.keys = KeySource(affinity) if affinity is not None else None
+        self.round_robin = balance == "roundRobin"
+        self.in_flight = 0
+        self._turn = 0
+        self._rng = rng or random.Random()
+
+    def pick(self, body: bytes, headers: CIMultiDict[str], breakers: CircuitBreakers | None) -> Endpoint:
+        """The endpoint for one call (does not count it: see :meth:`StepRoute.call`)."""
+        endpoints = self.endpoints
+        up = endpoints if breakers is None else [e for e in endpoints if not breakers.is_open(e.key)]
+        if not up:
+            up = endpoints  # every circuit open: the call fails fast with the breaker's 503
+        if self.keys is not None:
+            key = self.keys.key(body, headers)
+            if key is not None:
+                return self.by_key(key, up)
+        if len(up) == 1:
+            return up[0]
+        if self.round_robin:
+            self._turn += 1
+            return up[self._turn % len(up)]
+        a, b = self._rng.sample(up, 2)
+        return b if b.outstanding < a.outstanding else a
+
+    def by_key(self, key: str, up: Sequence[Endpoint]) -> Endpoint:
+        """Consistent hashing with bounded load: the first endpoint clockwise with room."""
+        capacity = math.ceil(LOAD_FACTOR * (self.in_flight + 1) / len(up))
+        endpoints = self.endpoints
+        first: Endpoint | None = None
+        for index in self.ring.order(_hash(key)):
+            e = endpoints[index]
+            if e not in up:
+                continue
+            if e.outstanding < capacity:
+                return e
+            if first is None:
+                first = e
+        assert first is not None
+        return first
+
+
+class _Released(StepStream):
+    """A streamed answer that releases its endpoint's slot when it ends or is closed."""
+
+    def __init__(self, inner: StepStream, route: StepRoute, endpoint: Endpoint) -> None:
+        self._inner = inner
+        self._route: StepRoute | None = route
+        self._endpoint = endpoint
+
+    def _release(self) -> None:
+        if self._route is not None:
+            self._route.release(self._endpoint)
+            self._route = None
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._inner.__anext__()
+        except BaseException:
+            self._release()
+            raise
+
+    async def aclose(self) -> None:
+        self._release()
+        await self._inner.aclose()
+
+
+class StepRoute:
+    """What a step with several endpoints, or a mirror, does per call (built at plan time)."""
+
+    def __init__(self, node: str, step: str, urls: Sequence[str], affinity: Affinity | None = None,
+                 balance: str = "leastRequest", mirror: MirrorSpec | None = None) -> None:
+        self.node = node
+        self.step = step
+        self.endpoints = EndpointSet(urls, affinity, balance) if len(set(urls)) > 1 else None
+        self.url = urls[0]
+        self.mirror: Mirror | None = None
+        if mirror is not None:
+            from .mirror import Mirror
+
+            self.mirror = Mirror(mirror, node, step)
+
+    def call(self, client: UpstreamClient, step: StepPlan, body: bytes, headers: CIMultiDict[str],
+             ctx: RequestContext, tail: bool) -> Awaitable[StepResponse]:
+        """The step's call: its endpoint chosen, and a copy sent to the mirror when drawn."""
+        primary = self._primary(client, step, body, headers, ctx, tail)
+        if self.mirror is None:
+            return primary
+        return self.mirror.around(primary, client, body, headers, ctx)
+
+    def _primary(self, client: UpstreamClient, step: StepPlan, body: bytes, headers: CIMultiDict[str],
+                 ctx: RequestContext, tail: bool) -> Awaitable[StepResponse]:
+        if self.endpoints is None:
+            return client.call(self.url, body, headers, ctx.step_timeout, stream=tail, policy=step.policy,
+                               deadline=ctx.deadline)
+        return self._chosen(client, step, body, headers, ctx, tail)
+
+    def release(self, endpoint: Endpoint) -> None:
+        endpoint.outstanding -= 1
+        assert self.endpoints is not None
+        self.endpoints.in_flight -= 1
+
+    async def _chosen(self, client: UpstreamClient, step: StepPlan, body: bytes, headers: CIMultiDict[str],
+                      ctx: RequestContext, tail: bool) -> StepResponse:
+        endpoints = self.endpoints
+        assert endpoints is not None
+        endpoint = endpoints.pick(body, headers, client._breakers)
+        if ctx.explain is not None:
+            ctx.explain.append({"node": self.node, "step": self.step, "endpoint": endpoint.label})
+        probe = ctx.probe
+        if probe is not None:
+            probe.endpoint = endpoint.label
+        endpoint.outstanding += 1
+        endpoints.in_flight += 1
+        try:
+            result = await client.call(endpoint.url, body, headers, ctx.step_timeout, stream=tail,
+                                       policy=step.policy, deadline=ctx.deadline)
+        except BaseException as exc:
+            self.release(endpoint)
+            self._count(ctx, endpoint, "error" if isinstance(exc, RequestError) else "cancelled")
+            raise
+        self._count(ctx, endpoint, result.status)
+        if result.stream is None:
+            self.release(endpoint)
+            return result
+        return StepResponse(result.status, result.body, result.content_type,
+                            _Released(result.stream, self, endpoint), result.content_encoding)
+
+    def _count(self, ctx: RequestContext, endpoint: Endpoint, code: int | str) -> None:
+        probe = ctx.probe
+        if probe is not None:
+            counts = probe.telemetry.metrics.endpoint_requests
+            key = (probe.graph, self.node, self.step, endpoint.label, str(code))
+            counts[key] = counts.get(key, 0) + 1
+

@@ -1,0 +1,214 @@
+"""Steps with several endpoints: power of two choices, affinity on a bounded-load ring, breaker ejection."""
+
+from __future__ import annotations
+
+import math
+import random
+import socket
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from aiohttp import web
+from conftest import Service
+from test_accesslog import fields_of, formatted, isolated_logger
+
+from graph_router.breaker import CircuitBreakers
+from graph_router.commands.serve import parse_services
+from graph_router.endpoints import LOAD_FACTOR, Endpoint, EndpointSet
+from graph_router.errors import GraphError
+from graph_router.extensions import ANNOTATION, Affinity
+from graph_router.loader import load_graph_text
+from graph_router.plan import compile_graph
+from graph_router.settings import ServerSettings
+from graph_router.telemetry.accesslog import AccessLog
+from graph_router.telemetry.logs import JSONFormatter, TextFormatter
+from graph_router.upstream import UpstreamSettings
+from multidict import CIMultiDict
+
+NO_HEADERS: CIMultiDict[str] = CIMultiDict()
+
+
+def urls(n: int, start: int = 0) -> list[str]:
+    return [f"http://10.0.0.{i + 1}:8080/v1/chat/completions" for i in range(start, start + n)]
+
+
+def owners(endpoints: EndpointSet, keys: list[str]) -> dict[str, str]:
+    return {k: endpoints.by_key(k, endpoints.endpoints).url for k in keys}
+
+
+KEYS = [f"system prompt number {i}" for i in range(3000)]
+
+
+def test_a_departed_endpoint_moves_only_its_own_keys() -> None:
+    before = owners(EndpointSet(urls(5), Affinity(key="k")), KEYS)
+    gone = urls(5)[2]
+    after = owners(EndpointSet([u for u in urls(5) if u != gone], Affinity(key="k")), KEYS)
+    moved = {k for k in KEYS if before[k] != after[k]}
+    assert moved == {k for k in KEYS if before[k] == gone}
+    assert 0.12 < len(moved) / len(KEYS) < 0.28  # about a fifth: the departed share
+
+
+def test_a_joining_endpoint_takes_only_keys_for_itself() -> None:
+    before = owners(EndpointSet(urls(4), Affinity(key="k")), KEYS)
+    after = owners(EndpointSet(urls(5), Affinity(key="k")), KEYS)
+    moved = {k for k in KEYS if before[k] != after[k]}
+    assert all(after[k] == urls(5)[4] for k in moved)
+    assert 0.12 < len(moved) / len(KEYS) < 0.28
+
+
+def test_the_ring_shares_keys_evenly() -> None:
+    counts = Counter(owners(EndpointSet(urls(4), Affinity(key="k")), KEYS).values())
+    assert max(counts.values()) / (len(KEYS) / 4) < 1.15
+
+
+def test_bounded_load_never_puts_an_endpoint_above_its_capacity() -> None:
+    """Every call with the same hot key, none finishing: the owner fills, then the ring's next ones."""
+    endpoints = EndpointSet(urls(4), Affinity(key="k"))
+    for _ in range(400):
+        chosen = endpoints.by_key("the one hot prompt", endpoints.endpoints)
+        capacity = math.ceil(LOAD_FACTOR * (endpoints.in_flight + 1) / 4)
+        assert chosen.outstanding < capacity
+        chosen.outstanding += 1
+        endpoints.in_flight += 1
+    loads = [e.outstanding for e in endpoints.endpoints]
+    assert max(loads) <= LOAD_FACTOR * 100 + 1
+    assert min(loads) > 0
+
+
+def test_power_of_two_choices_never_takes_the_busiest() -> None:
+    endpoints = EndpointSet(urls(4), rng=random.Random(7))
+    for load, e in enumerate(endpoints.endpoints):
+        e.outstanding = load
+    picks = Counter(endpoints.pick(b"{}", NO_HEADERS, None).url for _ in range(3000))
+    assert urls(4)[3] not in picks
+    assert 0.45 < picks[urls(4)[0]] / 3000 < 0.55  # the idle one whenever drawn: half of all pairs
+
+
+def test_an_open_circuit_moves_its_keys_to_their_next_endpoint() -> None:
+    now = [0.0]
+    breakers = CircuitBreakers(2, 5.0, lambda: now[0])
+    endpoints = EndpointSet(urls(4), Affinity(key="k"))
+    before = owners(endpoints, KEYS[:400])
+    dead = endpoints.endpoints[1]
+    for _ in range(2):
+        breakers.record(dead.key, ok=False)
+    after = {k: endpoints.pick(orjson.dumps({"k": k}), NO_HEADERS, breakers).url for k in KEYS[:400]}
+    ring_without = owners(EndpointSet([u for u in urls(4) if u != dead.url], Affinity(key="k")), KEYS[:400])
+    assert all(after[k] == before[k] for k in KEYS[:400] if before[k] != dead.url)
+    assert all(after[k] == ring_without[k] for k in KEYS[:400])  # the next endpoint on the ring
+    now[0] = 6.0  # the cooldown passed: the endpoint is offered again (its probe decides)
+    assert {endpoints.pick(orjson.dumps({"k": k}), NO_HEADERS, breakers).url for k in KEYS[:400]} >= {dead.url}
+
+
+def test_affinity_key_from_a_path_a_gjson_path_or_a_header() -> None:
+    dotted = EndpointSet(urls(4), Affinity(key="messages.0.content", prefix_chars=10))
+    body = orjson.dumps({"messages": [{"role": "system", "content": "0123456789 and then anything"}]})
+    assert dotted.keys is not None and dotted.keys.key(body, NO_HEADERS) == "0123456789"
+    query = EndpointSet(urls(4), Affinity(key='messages.#(role=="user").content'))
+    body = orjson.dumps({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]})
+    assert query.keys is not None and query.keys.key(body, NO_HEADERS) == "u"
+    header = EndpointSet(urls(4), Affinity(header="X-Session"))
+    assert header.keys is not None and header.keys.key(b"{}", CIMultiDict({"x-session": "abc"})) == "abc"
+    assert header.keys.key(b"{}", NO_HEADERS) is None
+    with pytest.raises(ValueError, match="exactly one"):
+        Affinity(key="a", header="b")
+
+
+def test_one_endpoint_is_decided_at_plan_time() -> None:
+    spec = {"nodes": {"root": {"routerType": "Sequence", "steps": [{"serviceName": "llm"}]}}}
+    graph = load_graph_text(orjson.dumps({"metadata": {"name": "g"}, "spec": spec}).decode(), "g.json")
+    assert compile_graph(graph, {"llm": urls(1)[0]}).root.steps[0].route is None
+    two = compile_graph(graph, {"llm": ",".join(urls(2))}).root.steps[0]
+    assert two.route is not None and two.url == urls(2)[0]
+    assert two.route.endpoints is not None and len(two.route.endpoints.endpoints) == 2
+
+
+def test_service_flags_take_several_urls() -> None:
+    assert parse_services(["llm=http://a:1/x,http://b:2/x"]) == {"llm": "http://a:1/x,http://b:2/x"}
+    with pytest.raises(GraphError, match="not an http"):
+        parse_services(["llm=http://a:1/x,b:2/x"])
+
+
+@pytest.mark.parametrize("formatter", [JSONFormatter, TextFormatter])
+def test_access_log_line_names_the_endpoint(formatter: Any) -> None:
+    """The compiled line carries ``endpoint`` exactly as the logging formatter would."""
+    logger, _ = isolated_logger(formatter())
+    line = AccessLog(logger).line(False, "g", 200, 0.01, 0.001, "r1", None, "why", 1.5, "http://10.0.0.2:8080/x")
+    fields = {**fields_of("g", 200, 0.01, 0.001, "r1", None, None), "endpoint": "http://10.0.0.2:8080/x",
+              "cause": "why"}
+    assert line == formatted(formatter(), logger, False, fields, 1.5)
+    assert "http://10.0.0.2:8080/x" in line
+
+
+# --- through the real router ------------------------------------------------------------
+
+ONE_STEP = {"nodes": {"root": {"routerType": "Sequence", "steps": [{"name": "llm", "serviceName": "llm"}]}}}
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def replica(start_service: Any, name: str) -> Service:
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"replica": name})
+
+    return await start_service({"/m": answer})
+
+
+def affinity_graph(extension: dict[str, Any]) -> str:
+    return yaml.safe_dump({
+        "kind": "InferenceGraph",
+        "metadata": {"name": "g", "annotations": {ANNOTATION: yaml.safe_dump({"steps": {"root/llm": extension}})}},
+        "spec": {"nodes": {"root": {"routerType": "Sequence", "steps": [{"name": "llm", "serviceName": "llm"}]}}},
+    })
+
+
+async def test_affinity_through_the_router_keeps_keys_on_one_replica(start_service: Any, start_router: Any) -> None:
+    services = [await replica(start_service, str(i)) for i in range(3)]
+    joined = ",".join(s.url("/m") for s in services)
+    running = await start_router(ONE_STEP, services={"llm": services[0].url("/m")})
+    running.router.swap(compile_graph(load_graph_text(affinity_graph({"affinity": {"key": "prompt"}}), "g.yaml"),
+                                      {"llm": joined}))
+    seen: dict[str, set[str]] = {}
+    for i in range(60):
+        prompt = f"p{i % 6}"
+        status, body, headers = await running.post({"prompt": prompt}, headers={"X-Graph-Explain": "1"})
+        assert status == 200
+        seen.setdefault(prompt, set()).add(orjson.loads(body)["replica"])
+        explain = orjson.loads(headers["X-Graph-Explain"])
+        assert any(e.get("endpoint", "").endswith("/m") for e in explain)
+    assert all(len(replicas) == 1 for replicas in seen.values())
+    assert len(set().union(*seen.values())) >= 2  # six prompts over three replicas use more than one
+    async with running.session.get(running.url + "/metrics") as resp:
+        text = await resp.text()
+    rows = [line for line in text.splitlines() if line.startswith("graph_router_endpoint_requests_total{")]
+    assert sum(float(r.rsplit(" ", 1)[1]) for r in rows) == 60
+    assert all('code="200"' in r and 'endpoint="http://127.0.0.1:' in r for r in rows)
+    assert not any("endpoint=" in line for line in text.splitlines()
+                   if line.startswith("graph_router_step_requests_total"))
+
+
+async def test_a_dead_replica_is_ejected_and_its_keys_served_by_the_next(start_service: Any,
+                                                                         start_router: Any) -> None:
+    live = [await replica(start_service, str(i)) for i in range(2)]
+    dead = f"http://127.0.0.1:{closed_port()}/m"
+    members = [live[0].url("/m"), dead, live[1].url("/m")]
+    settings = ServerSettings(host="127.0.0.1", port=0, drain_seconds=0,
+                              upstream=UpstreamSettings(breaker_failures=2, breaker_cooldown=30))
+    running = await start_router(ONE_STEP, services={"llm": live[0].url("/m")}, settings=settings)
+    plan = compile_graph(load_graph_text(affinity_graph({"affinity": {"key": "prompt"}}), "g.yaml"),
+                         {"llm": ",".join(members)})
+    running.router.swap(plan)
+    route = plan.root.steps[0].route
+    assert route is not None and route.endpoints is not None
+    on_dead = [k for k in KEYS if route.endpoints.by_key(k, route.endpoints.endpoints).url == dead][:5]
+    statuses = [(await running.post({"prompt": k}))[0] for k in on_dead]
+    assert statuses[:2] == [500, 500]  # refused twice: the breaker opens
+    assert statuses[2:] == [200, 200, 200]  # then the dead replica's keys go to their next endpoint
+    answered = {orjson.loads((await running.post({"prompt": k}))[1])["replica"] for k in on_dead}
+    assert answered <= {"0", "1"}
