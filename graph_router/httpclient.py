@@ -253,6 +253,12 @@ class _Connection:
     def send(self, data: bytes, reused: bool, stream: bool = False) -> asyncio.Future[Answer]:
         """Write one request; the future resolves with the answer (or its head, when streaming)."""
         assert self.transport is not None
+        if self.closed or (reused and not self.reusable):
+            # Retired while it waited to be used (it closed, or bytes came unasked after it
+            # was handed over): the caller retries once on a fresh connection.
+            failed: asyncio.Future[Answer] = self._pool.loop.create_future()
+            failed.set_exception(StaleConnection("the service closed a kept-alive connection"))
+            return failed
         self.reusable = False
         self._reused = reused
         self._want_stream = stream
