@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import GraphError
+from .llm.config import BudgetsConfig, Fallback
 from .security.models import HeaderPolicy, LoggerSpec, TLSSpec
 from .spec import InferenceGraph
 
@@ -99,6 +100,8 @@ class StepExtension(_Strict):
     request: Any = None
     v2_outputs_to_inputs: bool | V2Mapping = Field(default=False, alias="v2OutputsToInputs")
     policy: StepPolicy | None = None
+    openai: bool | None = None  # an OpenAI step whatever its URL (graph_router/llm)
+    fallback: list[Fallback] = Field(default_factory=list)  # tried in order before the first byte
     affinity: Affinity | None = None  # graph_router/endpoints.py
     balance: Literal["leastRequest", "roundRobin"] = "leastRequest"  # without affinity, over several endpoints
     mirror: MirrorSpec | None = None  # graph_router/mirror.py
@@ -109,6 +112,7 @@ class GraphExtensions(_Strict):
 
     deadline_seconds: float | None = Field(default=None, alias="deadlineSeconds", gt=0)
     steps: dict[str, StepExtension] = Field(default_factory=dict)
+    budgets: BudgetsConfig | None = None  # per-tenant request rate and tokens (graph_router/llm/budget.py)
     headers: HeaderPolicy | None = None  # graph_router/security/headers.py
     tls: TLSSpec | None = None  # for every https:// step of the graph (a step's own wins)
     logger: LoggerSpec | None = None  # graph_router/payload_logger.py

@@ -16,6 +16,9 @@ from .conditions import Test, compile_fast
 from .endpoints import StepRoute, split_endpoints
 from .errors import GraphError, GraphValidationError
 from .extensions import ANNOTATION, GraphExtensions, StepExtension, StepPolicy, read_extensions
+from .llm.budget import Budgets
+from .llm.step import LLMStep, fallback_problems
+from .llm.step import build as build_llm
 from .mapping import Template
 from .spec import ROOT_NODE, InferenceGraph, InferenceRouter, RouterType
 from .validation import source_of, step_label, step_url_problem, validate
@@ -56,6 +59,7 @@ class StepPlan:
     v2_rename: Mapping[str, str] | None = None  # set: map the previous answer's outputs to inputs
     v2_only: list[str] | None = None
     policy: StepPolicy | None = None
+    llm: LLMStep | None = None  # an OpenAI step or fallbacks (graph_router/llm); None: a plain call
     route: StepRoute | None = None  # several endpoints or a mirror (graph_router/endpoints.py); None: call url
 
     @property
@@ -87,6 +91,7 @@ class GraphPlan:
     timeouts: Timeouts
     graph: InferenceGraph = field(repr=False)
     deadline: float | None = None  # extensions' deadlineSeconds: one bound for the whole request
+    budgets: Budgets | None = None  # extensions' tenant budgets, checked before the graph runs
     extensions: GraphExtensions = field(default_factory=GraphExtensions, repr=False)  # the annotation, parsed
 
 
@@ -142,6 +147,7 @@ def compile_graph(
         timeouts=timeouts,
         graph=graph,
         deadline=extensions.deadline_seconds,
+        budgets=Budgets(extensions.budgets) if extensions.budgets is not None else None,
         extensions=extensions,
     )
 
@@ -182,6 +188,7 @@ def _attach_extensions(
             problems.append(f"{where}: node {node_name!r} has no step named {step_key!r}")
             continue
         step_ext[(node_name, index)] = ext
+        problems.extend(f"{where}: {p}" for p in fallback_problems(ext.fallback))
         sequence = node.router_type is RouterType.SEQUENCE
         if ext.v2_outputs_to_inputs and not sequence:
             problems.append(f"{where}: v2OutputsToInputs needs a previous step (a Sequence node)")
@@ -249,6 +256,7 @@ def _build_node(
                 v2_rename=(v2.rename if not isinstance(v2, bool) else {}) if v2 else None,
                 v2_only=v2.only if not isinstance(v2, bool) else None,
                 policy=ext.policy if ext is not None else None,
+                llm=build_llm(name, step.name or str(i), url, ext, services),
                 route=route,
             )
         )

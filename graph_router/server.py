@@ -25,6 +25,7 @@ from .executor import Executor
 from .http1 import content_coding
 from .http1.request_reader import Request  # not through httpserver: compiled, it cimports Request
 from .httpserver import HTTPServer, Response, ServerLimits, StreamingResponse, TLSContexts, error_body
+from .llm.answer import admit
 from .plan import GraphPlan, Timeouts
 from .security.auth import Authorizer
 from .security.headers import graph_propagator
@@ -172,6 +173,10 @@ class Router:
                                      error="Service Unavailable")
             answer.headers = [("Retry-After", "1")]
             return probe.end(answer, "overloaded")
+        if plan.budgets is not None:  # tenant budgets (graph_router/llm): over budget, the graph does not run
+            refused = admit(plan.budgets, probe, request.headers)
+            if refused is not None:
+                return probe.end(*refused)
         headers: CIMultiDict[str] = self._propagator.select(request.headers)
         if probe.extras:
             headers = probe.step_headers(headers)

@@ -274,6 +274,27 @@ class AccessLog:
                 parts.append(f"{key}={text_value(value)}")
         return " ".join(parts)
 
+    def request_with(self, fields: list[tuple[str, object]], warning: bool, graph: str, status: object,
+                     total: float, own: float, request_id: object, trace_id: object, cause: object) -> None:
+        """``request``'s line with ``fields`` after the usual ones (the LLM figures, graph_router/llm)."""
+        writer = self.writer
+        if writer is None:
+            record: dict[str, object] = {
+                "graph": graph, "status": status, "duration_ms": round(total * 1000, 3),
+                "router_ms": round(own * 1000, 3), "request_id": request_id, "trace_id": trace_id,
+            }
+            if cause is not None:
+                record["cause"] = cause
+            record.update(fields)
+            self.logger.log(WARNING if warning else INFO, MESSAGE, extra={FIELDS: record})
+            return
+        line = self.line(warning, graph, status, total, own, request_id, trace_id, cause, time.time())
+        if self.json:
+            line = line[:-1] + "".join(f",{_json(k)}:{_json(v)}" for k, v in fields) + "}"
+        else:
+            line = " ".join([line, *(f"{k}={text_value(v)}" for k, v in fields)])
+        writer.write(line)
+
     def flush(self) -> None:
         """Write the lines still queued (the server is stopping)."""
         if self.writer is not None:

@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__, compiled_modules
+from ..llm.metrics import FAMILIES as LLM_FAMILIES
+from ..llm.metrics import LLMMetrics
+from ..llm.metrics import merge as llm_merge
+from ..llm.metrics import render as llm_render
 from ..plan import GraphPlan, StepPlan
 
 # Upper bounds, in seconds. Request and step times span a cached answer (sub-ms) to
@@ -99,6 +103,7 @@ class Metrics:
         self._steps: dict[tuple[str, str, str, str], ByCode] = {}
         self.reloads = 0
         self.reload_failures = 0
+        self.llm = LLMMetrics()  # graph_router/llm/metrics.py
         # Counters only, labelled by endpoint / mirror outcome (graph_router/endpoints.py, mirror.py):
         # (graph, node, step, endpoint, code) and (graph, node, step, outcome).
         self.endpoint_requests: dict[tuple[str, str, str, str, str], int] = {}
@@ -130,6 +135,7 @@ class Metrics:
                       for code, h in by_code.items()],
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
+            "llm": self.llm.snapshot(),
             "endpoint_requests": [[*key, n] for key, n in self.endpoint_requests.items()],
             "mirror_requests": [[*key, n] for key, n in self.mirror_requests.items()],
         }
@@ -147,6 +153,7 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     worker.
     """
     snapshots_list = snapshots = list(snapshots)  # read more than once
+    snapshots = list(snapshots)  # read twice: here and for the LLM series
     rows: dict[str, dict[tuple[str, ...], list[Any]]] = {name: {} for name in _HISTOGRAM_ROWS}
     in_flight: dict[str, int] = {}
     reloads = failures = 0
@@ -169,6 +176,7 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     merged["in_flight"] = [[graph, n] for graph, n in in_flight.items()]
     merged["reloads"] = reloads
     merged["reload_failures"] = failures
+    merged["llm"] = llm_merge(snap.get("llm", {}) for snap in snapshots)
     for name in _COUNTER_ROWS:
         sums: dict[tuple[str, ...], int] = {}
         for snap in snapshots_list:
@@ -204,6 +212,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "graph_router_build_info": ("gauge", "Always 1; the labels name the running build."),
     "graph_router_scrape_workers": ("gauge", "Worker processes whose series this scrape adds up."),
 }
+
+
+FAMILIES.update(LLM_FAMILIES)  # graph_router/llm/metrics.py
 
 
 def _escape(value: str) -> str:
@@ -297,6 +308,7 @@ def render(snapshot: Mapping[str, Any], workers: int = 1) -> bytes:
     for graph, node, step, outcome, n in sorted(snapshot.get("mirror_requests", ())):
         w.sample("graph_router_mirror_requests_total",
                  [("graph", graph), ("node", node), ("step", step), ("outcome", outcome)], n)
+    llm_render(w, snapshot.get("llm", {}))
     w.family("graph_router_graph_reloads_total")
     w.sample("graph_router_graph_reloads_total", [], snapshot["reloads"])
     w.family("graph_router_graph_reload_failures_total")

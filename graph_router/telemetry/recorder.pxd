@@ -28,6 +28,7 @@ cdef class RequestProbe:
     cdef public double waited
     cdef public Py_ssize_t outstanding
     cdef public double wait_from
+    cdef public object llm
     cdef public object endpoint
 
     cpdef _header(self, Telemetry telemetry, str name, str value)

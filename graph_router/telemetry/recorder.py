@@ -31,6 +31,8 @@ from opentelemetry.trace import Span
 
 from ..errors import RequestError
 from ..httpserver import Request, Response, StreamingResponse
+from ..llm.answer import settle
+from ..llm.step import LLMRequest
 from ..plan import GraphPlan, NodePlan, StepPlan
 from .accesslog import AccessLog
 from .exchange import SnapshotExchange, WorkerGroup
@@ -114,6 +116,7 @@ class RequestProbe:
         self.waited = 0.0  # seconds during which at least one step call was outstanding
         self.outstanding = 0
         self.wait_from = 0.0
+        self.llm: LLMRequest | None = None  # LLM figures and tenant (graph_router/llm)
         self.endpoint: str | None = None  # the endpoint chosen for a step with several (the last one)
         self.telemetry = telemetry
         self.steps = series.steps
@@ -247,6 +250,8 @@ class RequestProbe:
             answer.headers = headers = [timing]
         else:
             headers.append(timing)
+        if self.llm is not None and settle(self.llm, self, answer, status, total, own, cause):
+            return answer  # a stream still being tallied: its span and log line end with it
         if self.extras:
             if self.explain is not None:
                 headers.append((RESPONSE_HEADER, header_value(self.explain)))
@@ -257,6 +262,13 @@ class RequestProbe:
         elif self.telemetry.log_requests:
             self._log(logging.INFO, status, total, own, None)
         return answer
+
+    def write_log(self, status: int, total: float, own: float, cause: str | None) -> None:
+        """The request's line, written when its answer is known (a tallied stream's: at its end)."""
+        if cause is not None:
+            self._log(logging.WARNING, status, total, own, cause)
+        elif self.telemetry.log_requests:
+            self._log(logging.INFO, status, total, own, None)
 
     def abandon(self, exc: BaseException) -> None:
         """The request ended without an answer from us: cancelled, or a bug (answered 500)."""
@@ -276,6 +288,10 @@ class RequestProbe:
         access = self.telemetry.access
         warning = level == logging.WARNING
         if access.enabled(warning):
+            if self.llm is not None:  # with the LLM figures (graph_router/llm) after the usual fields
+                access.request_with(self.llm.fields(), warning, self.series.name, status, total, own,
+                                    self.request_id, self.trace_id, cause)
+                return
             access.request(warning, self.series.name, status, total, own, self.request_id, self.trace_id, cause,
                            self.endpoint)
 

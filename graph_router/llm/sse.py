@@ -1,0 +1,222 @@
+"""Reading token usage and content timing out of OpenAI answers, plain and streamed.
+
+Per streamed event the work is a few ``bytes.find`` calls: an event is a content
+event when its ``"content"`` (chat) or ``"text"`` (completions) holds a non-empty
+string, and only the one event whose ``"usage"`` is an object is parsed as JSON.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any, Protocol
+
+import orjson
+
+from ..upstream import StepStream
+
+MAX_TAIL = 1 << 20  # an unfinished event larger than this stops the scan (the bytes still flow)
+MAX_PLAIN = 16 << 20  # a chunked plain answer is kept up to this for its usage
+
+
+class Tally(Protocol):
+    """Where a scanned answer's figures go (see :class:`graph_router.llm.step.StepTally`)."""
+
+    def content(self, at: float) -> None: ...
+    def usage(self, prompt: int, completion: int) -> None: ...
+    def ended(self) -> None: ...
+
+
+def _skip(event: bytes, i: int) -> int:
+    """The index of the first byte at or after ``i`` that is neither a space nor a colon."""
+    n = len(event)
+    while i < n and event[i] in b" :":
+        i += 1
+    return i
+
+
+def has_content(event: bytes) -> bool:
+    """Whether a chunk event carries generated text (a non-empty ``content`` or ``text`` string)."""
+    i = event.find(b'"content"')
+    if i >= 0:
+        i = _skip(event, i + 9)
+    else:
+        i = event.find(b'"text"')
+        if i < 0:
+            return False
+        i = _skip(event, i + 6)
+    return i + 1 < len(event) and event[i] == 34 and event[i + 1] != 34  # '"', then not an empty string
+
+
+def _counts(usage: Any) -> tuple[int, int] | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return prompt, completion
+
+
+def event_usage(event: bytes) -> tuple[int, int] | None:
+    """``(prompt, completion)`` when the event's ``usage`` is an object; None otherwise (no parse)."""
+    i = event.find(b'"usage"')
+    if i < 0:
+        return None
+    i = _skip(event, i + 7)
+    if i >= len(event) or event[i] != 123:  # '{'; "usage": null on every other chunk
+        return None
+    start = event.find(b"{")
+    try:
+        doc = orjson.loads(event[start:])
+    except orjson.JSONDecodeError:
+        return None
+    return _counts(doc.get("usage")) if isinstance(doc, dict) else None
+
+
+def plain_usage(body: bytes) -> tuple[int, int] | None:
+    """``(prompt, completion)`` from a whole JSON answer's ``usage``."""
+    if b'"usage"' not in body:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return _counts(doc.get("usage")) if isinstance(doc, dict) else None
+
+
+def ask_for_usage(body: bytes) -> bytes | None:
+    """The request with ``stream_options.include_usage`` added, when it streams and the client
+    set no ``stream_options`` of its own; None otherwise (the request goes as it is)."""
+    if b'"stream"' not in body:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or doc.get("stream") is not True or "stream_options" in doc:
+        return None
+    doc["stream_options"] = {"include_usage": True}
+    return orjson.dumps(doc)
+
+
+def _is_usage_only(event: bytes) -> bool:
+    """The chunk the router asked for: usage and an empty ``choices`` list."""
+    i = event.find(b'"choices"')
+    if i < 0:
+        return True
+    i = _skip(event, i + 9)
+    return event[i:i + 1] == b"[" and event[_skip(event, i + 1):_skip(event, i + 1) + 1] == b"]"
+
+
+class UsageStream(StepStream):
+    """A streamed OpenAI answer, passed through while its events are tallied.
+
+    ``strip``: the router asked for usage, so the usage-only event is taken out and
+    the client receives exactly the bytes it would have had. Only then are bytes held
+    back, and only those of an event not yet complete (a client cannot act on half an
+    event anyway); otherwise every chunk is handed on as it arrives.
+    """
+
+    def __init__(self, inner: StepStream, tally: Tally, strip: bool, sse: bool) -> None:
+        self._inner = inner
+        self._tally = tally
+        self._strip = strip
+        self._sse = sse
+        self._tail = b""
+        self._sep = b""  # b"\n\n" or b"\r\n\r\n", from the first chunk
+        self._plain: list[bytes] | None = None if sse else []
+        self._size = 0
+        self._scan = True
+        self._ended = False
+
+    async def __anext__(self) -> bytes:
+        while True:
+            try:
+                chunk = await self._inner.__anext__()
+            except StopAsyncIteration:
+                rest = self._tail
+                if rest and self._strip and self._scan:
+                    self._tail = b""
+                    if event_usage(rest) is None or not _is_usage_only(rest):
+                        if has_content(rest):
+                            self._tally.content(perf_counter())
+                        return rest
+                self._end()
+                raise
+            except BaseException:
+                self._end()
+                raise
+            if not self._scan:
+                return chunk
+            if not self._sse:
+                return self._keep(chunk)
+            out = self._events(chunk)
+            if out:
+                return out
+
+    def _keep(self, chunk: bytes) -> bytes:
+        """A streamed plain (JSON) answer: kept, bounded, for its usage at the end."""
+        plain = self._plain
+        assert plain is not None
+        self._size += len(chunk)
+        if self._size > MAX_PLAIN:
+            self._scan = False
+            self._plain = None
+        else:
+            plain.append(chunk)
+        return chunk
+
+    def _events(self, chunk: bytes) -> bytes:
+        """Tally the events this chunk completes; what to hand on (b"": nothing yet)."""
+        sep = self._sep
+        if not sep:
+            sep = self._sep = b"\r\n\r\n" if b"\r\n" in chunk else b"\n\n"
+        data = self._tail + chunk if self._tail else chunk
+        cut = data.rfind(sep)
+        if cut < 0:
+            if len(data) > MAX_TAIL:
+                self._scan = False
+                self._tail = b""
+                return data if self._strip else chunk
+            self._tail = data
+            return b"" if self._strip else chunk
+        end = cut + len(sep)
+        self._tail = data[end:]
+        events = data[:cut].split(sep)
+        dropped = -1
+        stamp = 0.0
+        tally = self._tally
+        for i, event in enumerate(events):
+            if has_content(event):
+                if not stamp:
+                    stamp = perf_counter()
+                tally.content(stamp)
+            elif b'"usage"' in event:
+                counts = event_usage(event)
+                if counts is not None:
+                    tally.usage(*counts)
+                    if self._strip and _is_usage_only(event):
+                        dropped = i
+        if not self._strip:
+            return chunk
+        if dropped < 0:
+            return data[:end]
+        del events[dropped]
+        return b"".join(e + sep for e in events)
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._plain:
+            counts = plain_usage(b"".join(self._plain))
+            if counts is not None:
+                self._tally.usage(*counts)
+        self._tally.ended()
+
+    async def aclose(self) -> None:
+        self._end()
+        await self._inner.aclose()
+
+
+__all__ = ["UsageStream", "ask_for_usage", "event_usage", "has_content", "plain_usage"]
