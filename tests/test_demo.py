@@ -53,6 +53,9 @@ async def test_demo_streams_an_answer_and_exits_0() -> None:
     assert "streamed by the router" in summary, summary
     reads = int(summary.split(" reads")[0].rsplit(" ", 1)[1])
     assert reads > 10
+    # the router's own figures for the LLM step (usage it asked for, time to first token)
+    pieces = int(summary.split(" pieces")[0].rsplit(" ", 1)[1])
+    assert f"prompt + {pieces} completion tokens, first token after " in summary, summary
 
 
 @pytest.fixture

@@ -236,7 +236,8 @@ async def _run(o: DemoOptions) -> int:
             _say(f"             {urls[LLM_SERVICE]}")
             client = UpstreamClient()
             await client.start()
-            server = await start_server(Router(ServerSettings(), plan, client), "127.0.0.1", 0)
+            router = Router(ServerSettings(), plan, client)
+            server = await start_server(router, "127.0.0.1", 0)
             try:
                 router_url = f"http://127.0.0.1:{server.port}/"
                 _say(f"  router     {router_url}")
@@ -251,5 +252,19 @@ async def _run(o: DemoOptions) -> int:
     _say()
     if not answer.text.strip():
         raise DemoFailed("the answer was empty")
-    _say(_summary(answer))
+    _say(_summary(answer) + _llm_figures(router))
     return 0
+
+
+def _llm_figures(router: Router) -> str:
+    """What the router itself counted on the LLM step: tokens from usage, time to first token."""
+    steps = router.telemetry.metrics.llm.steps.values()
+    prompt = sum(s.prompt for s in steps)
+    completion = sum(s.completion for s in steps)
+    firsts = sum(sum(s.ttft) for s in steps)
+    if not prompt and not completion and not firsts:
+        return ""
+    text = f"; the router counted {prompt} prompt + {completion} completion tokens"
+    if firsts:
+        text += f", first token after {sum(s.ttft_sum for s in steps) / firsts * 1000:.0f} ms"
+    return text
