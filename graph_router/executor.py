@@ -189,6 +189,8 @@ class Executor:
         self, step: StepPlan, url: str, body: bytes, headers: CIMultiDict[str], ctx: RequestContext, tail: bool
     ) -> Awaitable[StepResponse]:
         """One service call with the step's policy and the request's deadline."""
+        if step.tap is not None:  # payload logging (graph_router/payload_logger.py), decided at plan time
+            return step.tap.call(self, url, body, headers, ctx, tail)
         if step.llm is not None:  # an OpenAI step or fallbacks (graph_router/llm), decided at plan time
             return step.llm.call(self._client, step, url, body, headers, ctx, tail)
         route = step.route

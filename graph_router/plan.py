@@ -20,6 +20,8 @@ from .llm.budget import Budgets
 from .llm.step import LLMStep, fallback_problems
 from .llm.step import build as build_llm
 from .mapping import Template
+from .payload_logger import StepTap
+from .payload_logger import attach as attach_payload_logger
 from .spec import ROOT_NODE, InferenceGraph, InferenceRouter, RouterType
 from .validation import source_of, step_label, step_url_problem, validate
 
@@ -59,6 +61,7 @@ class StepPlan:
     v2_rename: Mapping[str, str] | None = None  # set: map the previous answer's outputs to inputs
     v2_only: list[str] | None = None
     policy: StepPolicy | None = None
+    tap: StepTap | None = None  # payload logging (graph_router/payload_logger.py), set at load
     llm: LLMStep | None = None  # an OpenAI step or fallbacks (graph_router/llm); None: a plain call
     route: StepRoute | None = None  # several endpoints or a mirror (graph_router/endpoints.py); None: call url
 
@@ -131,6 +134,7 @@ def compile_graph(
     built: dict[str, NodePlan] = {}
     for node_name in graph.spec.nodes:
         _build_node(node_name, graph, services or {}, built, step_ext, templates)
+    attach_payload_logger(built, extensions.logger, name)
     rt = graph.spec.router_timeouts
     timeouts = Timeouts()
     if rt is not None:

@@ -80,3 +80,10 @@ class LoggerSpec(_Strict):
     url: str
     mode: Literal["all", "request", "response", "failures"] = "all"
     sample: float = Field(default=1.0, ge=0, le=1)
+
+    @pydantic.field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url

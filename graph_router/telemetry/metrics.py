@@ -103,6 +103,7 @@ class Metrics:
         self._steps: dict[tuple[str, str, str, str], ByCode] = {}
         self.reloads = 0
         self.reload_failures = 0
+        self.logger_events: dict[tuple[str, str], int] = {}  # (graph, outcome): graph_router/payload_logger.py
         self.llm = LLMMetrics()  # graph_router/llm/metrics.py
         # Counters only, labelled by endpoint / mirror outcome (graph_router/endpoints.py, mirror.py):
         # (graph, node, step, endpoint, code) and (graph, node, step, outcome).
@@ -135,6 +136,7 @@ class Metrics:
                       for code, h in by_code.items()],
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
+            "logger_events": [[*key, n] for key, n in self.logger_events.items()],
             "llm": self.llm.snapshot(),
             "endpoint_requests": [[*key, n] for key, n in self.endpoint_requests.items()],
             "mirror_requests": [[*key, n] for key, n in self.mirror_requests.items()],
@@ -142,7 +144,7 @@ class Metrics:
 
 
 _HISTOGRAM_ROWS = ("requests", "overhead", "steps")
-_COUNTER_ROWS = ("endpoint_requests", "mirror_requests")
+_COUNTER_ROWS = ("endpoint_requests", "mirror_requests", "logger_events")
 
 
 def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -206,6 +208,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "counter", "Calls to one endpoint of a step with several, by graph, node, step, endpoint and outcome."),
     "graph_router_mirror_requests_total": (
         "counter", "Mirrored step calls by outcome: same or different answer, error (no answer), dropped (cap)."),
+    "graph_router_logger_events_total": (
+        "counter", "Payload logger CloudEvents by graph and outcome: sent, failed (the sink refused or was "
+                   "unreachable), dropped (its queue was full)."),
     "graph_router_graph_reloads_total": ("counter", "New graphs swapped in while serving (serve --reload)."),
     "graph_router_graph_reload_failures_total": (
         "counter", "Graph file contents rejected while serving; the previous graph kept serving."),
@@ -309,6 +314,9 @@ def render(snapshot: Mapping[str, Any], workers: int = 1) -> bytes:
         w.sample("graph_router_mirror_requests_total",
                  [("graph", graph), ("node", node), ("step", step), ("outcome", outcome)], n)
     llm_render(w, snapshot.get("llm", {}))
+    w.family("graph_router_logger_events_total")
+    for graph, outcome, n in sorted(snapshot.get("logger_events", ())):
+        w.sample("graph_router_logger_events_total", [("graph", graph), ("outcome", outcome)], n)
     w.family("graph_router_graph_reloads_total")
     w.sample("graph_router_graph_reloads_total", [], snapshot["reloads"])
     w.family("graph_router_graph_reload_failures_total")
