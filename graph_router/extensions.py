@@ -100,6 +100,7 @@ class StepExtension(_Strict):
     request: Any = None
     v2_outputs_to_inputs: bool | V2Mapping = Field(default=False, alias="v2OutputsToInputs")
     policy: StepPolicy | None = None
+    tls: TLSSpec | None = None  # calling this https:// step (graph_router/security/tls.py)
     openai: bool | None = None  # an OpenAI step whatever its URL (graph_router/llm)
     fallback: list[Fallback] = Field(default_factory=list)  # tried in order before the first byte
     affinity: Affinity | None = None  # graph_router/endpoints.py

@@ -57,6 +57,7 @@ cdef class HTTPClient:
     cdef public dict _pools
     cdef public dict _targets
     cdef public object _ssl
+    cdef public dict _tls
 
     cpdef object target(self, str url)
     cpdef bytes build_request(self, target, headers, bytes body)

@@ -116,10 +116,16 @@ class Target:
     port: int
     tls: bool
     head: bytes  # b"POST /path HTTP/1.1\r\nHost: host[:port]\r\n"
+    context: ssl.SSLContext | None = None  # the step's own TLS settings (security.tls.ClientTLS)
+    server_name: str | None = None  # SNI and the name checked, when not the URL's host
 
 
-def parse_target(url: str) -> Target:
-    """Split a step URL; raises ValueError for anything but http(s)://host[:port]/path."""
+def parse_target(url: str, step_tls: Any = None) -> Target:
+    """Split a step URL; raises ValueError for anything but http(s)://host[:port]/path.
+
+    ``step_tls`` (a security.tls.ClientTLS) gives an https target its own context; its
+    key joins the pool key's scheme, so connections are never shared across settings.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -133,6 +139,9 @@ def parse_target(url: str) -> Target:
     if parts.port:
         host_header += f":{parts.port}"
     head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
+    if tls and step_tls is not None:
+        return Target((f"https+{step_tls.key}", host, port), host, port, tls, head, step_tls.context,
+                      step_tls.server_name)
     return Target((parts.scheme, host, port), host, port, tls, head)
 
 
@@ -438,7 +447,7 @@ class _HostPool:
 
     async def _connect(self) -> _Connection:
         t = self.target
-        ssl_ctx: ssl.SSLContext | None = self.client.ssl_context() if t.tls else None
+        ssl_ctx: ssl.SSLContext | None = (t.context or self.client.ssl_context()) if t.tls else None
         try:
             async with asyncio.timeout(self.client.connect_timeout):
                 _, proto = await self.loop.create_connection(
@@ -446,7 +455,7 @@ class _HostPool:
                     t.host,
                     t.port,
                     ssl=ssl_ctx,
-                    server_hostname=t.host if t.tls else None,
+                    server_hostname=(t.server_name or t.host) if t.tls else None,
                 )
         except TimeoutError as exc:
             raise ConnectError(f"connecting to {t.host}:{t.port} timed out") from exc
@@ -464,7 +473,8 @@ class _HostPool:
         reading the upload) would otherwise read our old body's rest as the next request.
         """
         transport = conn.transport
-        if transport is not None and transport.get_write_buffer_size():
+        # A closed TLS transport (asyncio's) cannot report its buffer: closed is not reusable anyway.
+        if transport is not None and not conn.closed and transport.get_write_buffer_size():
             # Answered before our request was written (RFC 9112 §9.3): sending the rest
             # serves nobody, and the connection can never carry another request.
             conn.reusable = False
@@ -527,17 +537,27 @@ class HTTPClient:
         self._pools: dict[tuple[str, str, int], _HostPool] = {}
         self._targets: dict[str, Target] = {}
         self._ssl = ssl_context  # None: the system's trust store, made on first https use
+        self._tls: dict[str, Any] = {}  # step URL -> its security.tls.ClientTLS (set per plan)
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
+    def set_step_tls(self, step_tls: dict[str, Any]) -> None:
+        """Per-URL TLS settings of the graph now served (at load, never per request)."""
+        if step_tls or self._tls:
+            self._tls = step_tls
+            self._targets.clear()
+
+    def has_step_tls(self, url: str) -> bool:
+        return url in self._tls
+
     def target(self, url: str) -> Target:
         """The parsed target for ``url``, cached (step URLs are few and fixed)."""
         t = self._targets.get(url)
         if t is None:
-            t = parse_target(url)
+            t = parse_target(url, self._tls.get(url))
             if len(self._targets) > 10_000:
                 self._targets.clear()
             self._targets[url] = t

@@ -29,7 +29,7 @@ from .llm.answer import admit
 from .plan import GraphPlan, Timeouts
 from .security.auth import Authorizer
 from .security.headers import graph_propagator
-from .security.tls import ReloadingServerContext
+from .security.tls import ReloadingServerContext, apply_step_tls
 from .settings import ServerSettings
 from .telemetry import RequestProbe, Telemetry, WorkerGroup, tracer_from_env
 from .upstream import StepResponse, StepStream, UpstreamClient
@@ -109,6 +109,8 @@ class Router:
         self.telemetry = telemetry or Telemetry(explain=settings.explain_header)
         self._plan = plan
         self._series = self.telemetry.bind(plan) if plan is not None else None
+        if plan is not None:
+            apply_step_tls(client, plan, strict=True)
         self._client = client
         self._executor = Executor(client)
         self._propagator = graph_propagator(settings.propagate_headers, plan.extensions.headers if plan else None)
@@ -124,6 +126,9 @@ class Router:
 
     def swap(self, plan: GraphPlan) -> None:
         """Serve ``plan`` from the next request on (its routerTimeouts included)."""
+        if not apply_step_tls(self._client, plan, strict=False):
+            self.reload_failed()
+            return
         self._series = self.telemetry.bind(plan)
         self._propagator = graph_propagator(self.settings.propagate_headers, plan.extensions.headers)
         self._plan = plan

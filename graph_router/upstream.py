@@ -116,6 +116,7 @@ class UpstreamSettings:
     max_response_head_bytes: int = 64 * 1024
     breaker_failures: int = 5
     breaker_cooldown: float = 5.0
+    istio_rewrite: bool = True  # serve --no-istio-rewrite: https steps stay https with a sidecar
 
 
 class UpstreamClient:
@@ -140,13 +141,21 @@ class UpstreamClient:
         )
         self._breakers = CircuitBreakers(s.breaker_failures, s.breaker_cooldown, self._http.loop.time)
 
+    def set_step_tls(self, step_tls: dict[str, object]) -> None:
+        """The served graph's per-step TLS settings (security.tls.step_tls), applied at load."""
+        if self._http is None:
+            raise RuntimeError("UpstreamClient.start() was not awaited")
+        self._http.set_step_tls(step_tls)
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
         self._http = None
 
     async def _istio_rewrite(self) -> bool:
-        """Whether an Istio sidecar is present (asked once, on the first https step)."""
+        """Whether an Istio sidecar is present (asked once, on the first https step without tls settings)."""
+        if self._rewrite_https is None and not self._settings.istio_rewrite:
+            self._rewrite_https = False
         if self._rewrite_https is None:
             async with self._istio_lock:
                 if self._rewrite_https is None:
@@ -247,7 +256,7 @@ class UpstreamClient:
             from .grpc import steps as grpc_steps
 
             return await grpc_steps.call(url, body, headers, timeout, breakers, self._settings.max_response_bytes)
-        if url.startswith("https://") and await self._istio_rewrite():
+        if url.startswith("https://") and not http.has_step_tls(url) and await self._istio_rewrite():
             url = "http://" + url[len("https://") :]
         try:
             key = http.target(url).key

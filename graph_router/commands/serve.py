@@ -196,11 +196,11 @@ def run(args: argparse.Namespace) -> int:
         from ..reload import GraphFileReloader
 
         reloader = GraphFileReloader(path, name=args.name, services={n: s.url or "" for n, s in specs.items()})
-    from ..security.cli import security_settings
+    from ..security.cli import security_settings, upstream_settings
 
     settings = ServerSettings.from_env(
         host=args.host, port=args.port, drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes,
-        explain_header=args.explain, security=security_settings(args),
+        explain_header=args.explain, security=security_settings(args), upstream=upstream_settings(args),
     )
     try:
         uvloop.run(_main(args, settings, specs, reloader))

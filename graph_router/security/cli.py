@@ -8,6 +8,7 @@ import ssl
 
 from ..commands import UsageError
 from ..errors import GraphError
+from ..upstream import UpstreamSettings
 from .settings import AuthSettings, SecuritySettings
 from .tls import OPENSHIFT_CERT_FILE, OPENSHIFT_KEY_FILE, server_context
 
@@ -46,6 +47,9 @@ def add_security_flags(p: argparse.ArgumentParser) -> None:
                    help="a review slower than this answers 503 (default 5)")
     g.add_argument("--metrics-auth", action="store_true",
                    help="with --enable-auth, /metrics needs a token too (default: open, as /readyz)")
+    g.add_argument("--no-istio-rewrite", dest="istio_rewrite", action="store_false",
+                   help="call https:// steps over https even beside an Istio sidecar (KServe rewrites them to "
+                   "http:// there; so does graph-router by default, and says so once)")
 
 
 def _namespace(args: argparse.Namespace) -> str:
@@ -84,3 +88,8 @@ def security_settings(args: argparse.Namespace) -> SecuritySettings:
     elif args.metrics_auth:
         raise UsageError("--metrics-auth needs --enable-auth")
     return SecuritySettings(tls_cert_file=cert, tls_key_file=key, metrics_port=args.metrics_port, auth=auth)
+
+
+def upstream_settings(args: argparse.Namespace) -> UpstreamSettings | None:
+    """Step-call settings the flags change (None: the defaults)."""
+    return None if args.istio_rewrite else UpstreamSettings(istio_rewrite=False)

@@ -10,11 +10,20 @@ connections already open keep theirs, so nothing is dropped. A half-written pair
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import ssl
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..errors import GraphError
+from .models import TLSSpec
+
+if TYPE_CHECKING:
+    from ..plan import GraphPlan
+    from ..upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +90,79 @@ class ReloadingServerContext:
         self._context = context
         self.reloads += 1
         logger.info("TLS certificate reloaded from %s", self.cert_file)
+
+
+class ClientTLS:
+    """How the router connects to one https:// step: its own CA, client certificate and SNI.
+
+    ``key`` names the settings in the connection pool's key, so a step with a client
+    certificate never reuses a connection made for another step's settings.
+    """
+
+    __slots__ = ("context", "key", "server_name")
+
+    def __init__(self, spec: TLSSpec) -> None:
+        if spec.insecure_skip_verify:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            # With caFile, only that CA is trusted (a private CA); without, the system's.
+            ctx = ssl.create_default_context(cafile=spec.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if spec.cert_file is not None and spec.key_file is not None:
+            ctx.load_cert_chain(spec.cert_file, spec.key_file)
+        self.context = ctx
+        self.server_name = spec.server_name
+        fields = (spec.ca_file, spec.cert_file, spec.key_file, spec.server_name, spec.insecure_skip_verify)
+        self.key = "tls:" + hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
+
+
+def step_tls(plan: GraphPlan) -> dict[str, ClientTLS]:
+    """Each https:// step URL of ``plan`` with ``tls`` settings (the step's own, else the graph's).
+
+    Raises GraphError for files that cannot be loaded, naming the step. Settings are
+    shared per distinct spec, so equal settings share one context (and pools).
+    """
+    ext = plan.extensions
+    out: dict[str, ClientTLS] = {}
+    made: dict[TLSSpec, ClientTLS] = {}
+    for node_name, node in plan.nodes.items():
+        for step in node.steps:
+            if step.url is None or not step.url.startswith("https://"):
+                continue
+            own = ext.steps.get(f"{node_name}/{step.label}") or ext.steps.get(f"{node_name}/{step.index}")
+            spec = own.tls if own is not None and own.tls is not None else ext.tls
+            if spec is None:
+                continue
+            tls = made.get(spec)
+            if tls is None:
+                try:
+                    tls = made[spec] = ClientTLS(spec)
+                except (OSError, ssl.SSLError) as exc:
+                    raise GraphError(f"graph {plan.name!r} step {node_name}/{step.label}: tls: {exc}") from exc
+                if spec.insecure_skip_verify:
+                    logger.warning("graph %s step %s/%s: tls.insecureSkipVerify: the service's certificate is "
+                                   "not checked", plan.name, node_name, step.label)
+            previous = out.get(step.url)
+            if previous is not None and previous is not tls:
+                raise GraphError(f"graph {plan.name!r}: {step.url} is called with two different tls settings")
+            out[step.url] = tls
+    return out
+
+
+def apply_step_tls(client: UpstreamClient, plan: GraphPlan, *, strict: bool) -> bool:
+    """Give ``client`` the TLS settings of ``plan``'s steps before it is served.
+
+    ``strict`` (the first graph): a file that cannot be loaded raises GraphError, so the
+    router does not start. On a reload it is logged and False returned: the current
+    graph keeps serving, as for any other invalid graph.
+    """
+    try:
+        client.set_step_tls(dict(step_tls(plan)))
+    except GraphError as exc:
+        if strict:
+            raise
+        logger.error("%s; keeping the current graph", exc)
+        return False
+    return True
