@@ -370,3 +370,23 @@ async def test_the_openai_client_streams_through_the_router(start_service: Any, 
     assert log[0]["stream_options"] == {"include_usage": True}
     series = llm_series(router)
     assert (series.prompt, series.completion) == (2 * PROMPT_TOKENS, len(PIECES) + 4)
+
+
+def test_the_readme_example_annotation_compiles() -> None:
+    """The README's LLM section example is a valid annotation: fallbacks and budgets as shown."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## LLM steps:", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    annotation = yaml.safe_load(block)["metadata"]["annotations"][ANNOTATION]
+    spec = {"nodes": {"root": {"routerType": "Sequence", "steps": [
+        {"name": "generate", "serviceUrl": "http://big.models.svc/v1/chat/completions"},
+        {"name": "rerank", "serviceUrl": "http://rerank.models.svc/score", "data": "$response"}]}}}
+    text = yaml.safe_dump({"kind": "InferenceGraph", "metadata": {"name": "g", "annotations": {ANNOTATION: annotation}},
+                           "spec": spec})
+    plan = compile_graph(load_graph_text(text, "g.yaml"))
+    generate, rerank = plan.root.steps
+    assert generate.llm is not None and generate.llm.openai and len(generate.llm.fallbacks) == 2
+    assert rerank.llm is not None and rerank.llm.openai and not rerank.llm.fallbacks
+    assert plan.budgets is not None and plan.budgets.header == "x-tenant"
