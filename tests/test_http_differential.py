@@ -283,6 +283,7 @@ def request_st(draw: st.DrawFn, last: bool) -> Req:
     elif kind == "trailer_bad":
         body_lines[-1:] = [b"X T: 1\r\n", b"\r\n"]
     elif kind == "get_star":
+        method = b"GET"
         line, target = b"GET * %s" % version, b"*"
         # RFC 9112 §3.2.4: asterisk-form is only for OPTIONS; invalid otherwise.
         flags["may_reject"] = True
