@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 import pydot
 import pytest
+from aiohttp import web
 
 from graph_router.cli import main
 from graph_router.localtest import assert_suite_passes
@@ -165,6 +167,23 @@ async def test_run_calls_real_services_given_by_flag(tmp_path: Path, capsys: Any
     assert code == 0
     assert capsys.readouterr().out == '{"answer":"real"}\n'
     assert real.received[0].body == b'{"e":1}'
+
+
+async def test_run_prints_a_compressed_answer_decoded(tmp_path: Path, capsys: Any, start_service: Any) -> None:
+    """`run` prints what a gzip-encoded final answer says, not its compressed bytes."""
+    async def gzipped(request: web.Request) -> web.Response:
+        return web.Response(body=gzip.compress(b'{"answer":"zipped"}'), content_type="application/json",
+                            headers={"Content-Encoding": "gzip"})
+
+    real = await start_service({"/llm": gzipped})
+    services = write(tmp_path, "services.yaml", """\
+        bge-embedder: {body: {e: 1}}
+        vector-search: {echo: true}
+    """)
+    args = ["run", str(RAG), "--services", str(services), "--service", f"qwen-llm={real.url('/llm')}", "-d", "{}"]
+    code = await asyncio.to_thread(main, args)
+    assert code == 0
+    assert capsys.readouterr().out == '{"answer":"zipped"}\n'
 
 
 def test_run_failure_prints_the_error_body_and_exits_1(tmp_path: Path, capsys: Any) -> None:

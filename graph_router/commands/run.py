@@ -102,7 +102,9 @@ async def _run(
             try:
                 answer = await Executor(client).run(plan, body, selected, record)
                 status, out = answer.status, answer.body
-                if answer.stream is not None:
+                if answer.content_encoding is not None:
+                    out = await answer.whole()  # a terminal wants the content, not gzip bytes
+                elif answer.stream is not None:
                     out = await _print_stream(answer.stream)
             except RequestError as exc:
                 status, out = exc.status, error_body(GRAPH_FAILED, exc.cause)
