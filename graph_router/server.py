@@ -152,6 +152,7 @@ class Router:
             write_timeout=t.server_write,
             idle_timeout=t.server_idle,
             max_body_bytes=self.settings.max_body_bytes,
+            max_buffered_bytes=self.settings.max_buffered_bytes,
         )
 
     async def handle(self, request: Request) -> Response | StreamingResponse:

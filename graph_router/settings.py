@@ -23,6 +23,9 @@ class ServerSettings:
     shutdown_timeout: then, how long in-flight requests may take to finish.
     max_body_bytes: request bodies above this get 413; KServe has no limit, but an
     unbounded body is a memory exhaustion vector.
+    max_buffered_bytes: request bodies held at once across all connections (a body is
+    buffered whole before the graph runs); past it a new body gets 503 with Retry-After,
+    so many large uploads together cannot take all memory.
     propagate_headers: the raw ``PROPAGATE_HEADERS`` value (None: unset).
     max_in_flight: graph requests one process runs at once; past it, 503 with
     Retry-After at once (a bounded queue is the kernel's accept backlog, not memory).
@@ -35,6 +38,7 @@ class ServerSettings:
     drain_seconds: float = 30.0
     shutdown_timeout: float = 60.0
     max_body_bytes: int = 64 * 1024 * 1024
+    max_buffered_bytes: int = 512 * 1024 * 1024
     max_in_flight: int = 4096
     propagate_headers: str | None = None
     explain_header: bool = True

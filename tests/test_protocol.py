@@ -261,6 +261,17 @@ async def test_buffered_bodies_are_capped_across_connections(start_http: Any) ->
     holder.close()
 
 
+async def test_router_setting_caps_buffered_bodies(start_service: Any, start_router: Any) -> None:
+    """The router's max_buffered_bytes setting reaches its server: a body past it gets 503, no step runs."""
+    svc = await start_service({"/m": echo})
+    router = await start_router(one_step(svc.url("/m")), max_buffered_bytes=1000)
+    wire = await Wire.open(router.url)
+    await wire.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000)
+    raw = await wire.until_closed()
+    assert statuses(raw) == [503] and b"Retry-After: 1" in raw
+    assert svc.received == []
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -117,6 +117,9 @@ def register(sub: Any) -> None:
                    "KServe; 0 for local use)")
     p.add_argument("--max-body-bytes", type=positive_int, default=None, metavar="BYTES",
                    help="request body limit (default 64 MiB)")
+    p.add_argument("--max-buffered-bytes", type=positive_int, default=None, metavar="BYTES",
+                   help="request bodies buffered at once across all connections; past it a new body gets 503 "
+                   "with Retry-After (default 512 MiB)")
     p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
                    help="URL for a serviceName, or URL=URL to send a step's serviceUrl elsewhere "
                    "(repeatable; wins over --services), for graphs run outside a cluster")
@@ -200,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ServerSettings.from_env(
         host=args.host, port=args.port, drain_seconds=args.drain_seconds, max_body_bytes=args.max_body_bytes,
+        max_buffered_bytes=args.max_buffered_bytes,
         explain_header=args.explain, security=security_settings(args), upstream=upstream_settings(args),
     )
     try:
