@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from common import MIB, HOST, RouterProcess, finish, rss_bytes
+from common import HOST, MIB, RouterProcess, finish, rss_bytes
 
 GRAPH = {"nodes": {"root": {"routerType": "Sequence", "steps": [
     {"serviceUrl": f"http://{HOST}:9/v1/models/m:predict"}]}}}  # never called: no body completes
 
 
 async def abandon(port: int, declared: int, sent: int) -> None:
-    reader, writer = await asyncio.open_connection(HOST, port)
+    _, writer = await asyncio.open_connection(HOST, port)
     writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % declared)
     piece = b"x" * MIB
     for _ in range(sent // MIB):
