@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .plan import StepPlan
     from .upstream import UpstreamClient
 
+ENDPOINTS_ANNOTATION = "graph-router.io/endpoints"  # serviceUrl -> [endpoint URL, ...], written by the controller
 VIRTUAL_POINTS = 160  # per endpoint: enough that four endpoints share the ring within a few percent
 LOAD_FACTOR = 1.25
 
@@ -49,6 +50,21 @@ LOAD_FACTOR = 1.25
 def split_endpoints(value: str) -> list[str]:
     """``URL1,URL2,...`` as a list (a URL never holds a bare comma in its authority)."""
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def annotated(annotations: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The controller's endpoints annotation as ``--service URL=URL1,URL2`` pairs, and its problems."""
+    text = annotations.get(ENDPOINTS_ANNOTATION)
+    if not text:
+        return {}, []
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return {}, [f"annotation {ENDPOINTS_ANNOTATION}: not JSON: {exc}"]
+    if not isinstance(doc, dict) or not all(
+            isinstance(v, list) and v and all(isinstance(u, str) for u in v) for v in doc.values()):
+        return {}, [f"annotation {ENDPOINTS_ANNOTATION}: expected a JSON object of URL -> [URL, ...]"]
+    return {str(url): ",".join(found) for url, found in doc.items()}, []
 
 
 def _hash(text: str) -> int:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from . import gjson
 from .conditions import Test, compile_fast
 from .endpoints import StepRoute, split_endpoints
+from .endpoints import annotated as annotated_endpoints
 from .errors import GraphError, GraphValidationError
 from .extensions import ANNOTATION, GraphExtensions, StepExtension, StepPolicy, read_extensions
 from .llm.budget import Budgets
@@ -121,6 +122,10 @@ def compile_graph(
         extensions = GraphExtensions()
     step_ext: dict[tuple[str, int], StepExtension] = {}
     templates: dict[tuple[str, int], Template] = {}
+    replicas, replica_problems = annotated_endpoints(graph.metadata.annotations)  # the controller's EndpointSlices
+    problems.extend(at + p for p in replica_problems)
+    if replicas:
+        services = {**replicas, **(services or {})}  # --service flags win
     for key, urls in (services or {}).items():
         for url in split_endpoints(urls):  # URL1,URL2,...: one step, several endpoints
             if step_url_problem(url) is not None:

@@ -32,6 +32,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "inferenceservices": ("serving.kserve.io/v1beta1", "InferenceService"),
     "servingruntimes": ("serving.kserve.io/v1alpha1", "ServingRuntime"),
     "clusterservingruntimes": ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"),
+    "endpointslices": ("discovery.k8s.io/v1", "EndpointSlice"),
 }
 MERGE_PATCH = "application/merge-patch+json"
 

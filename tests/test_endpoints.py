@@ -13,11 +13,12 @@ import pytest
 import yaml
 from aiohttp import web
 from conftest import Service
+from multidict import CIMultiDict
 from test_accesslog import fields_of, formatted, isolated_logger
 
 from graph_router.breaker import CircuitBreakers
 from graph_router.commands.serve import parse_services
-from graph_router.endpoints import LOAD_FACTOR, Endpoint, EndpointSet
+from graph_router.endpoints import LOAD_FACTOR, EndpointSet
 from graph_router.errors import GraphError
 from graph_router.extensions import ANNOTATION, Affinity
 from graph_router.loader import load_graph_text
@@ -26,7 +27,6 @@ from graph_router.settings import ServerSettings
 from graph_router.telemetry.accesslog import AccessLog
 from graph_router.telemetry.logs import JSONFormatter, TextFormatter
 from graph_router.upstream import UpstreamSettings
-from multidict import CIMultiDict
 
 NO_HEADERS: CIMultiDict[str] = CIMultiDict()
 

@@ -200,17 +200,20 @@ def test_crd_is_kserve_compatible() -> None:
 
 
 def test_rbac_grants_least_privilege() -> None:
-    """Read graphs and services, patch graph status, get runtimes: no other verb, resource or group."""
+    """Read graphs and services, patch graph status, get runtimes, list/watch EndpointSlices: nothing else."""
     grants = set()
     for doc in RENDERED:
         if doc["kind"] in ("Role", "ClusterRole"):
             for rule in doc["rules"]:
-                assert rule["apiGroups"] == ["serving.kserve.io"]
-                grants |= {(r, v) for r in rule["resources"] for v in rule["verbs"]}
+                assert rule["apiGroups"] in (["serving.kserve.io"], ["discovery.k8s.io"])
+                grants |= {(rule["apiGroups"][0], r, v) for r in rule["resources"] for v in rule["verbs"]}
     read = {"get", "list", "watch"}
-    assert grants == ({("inferencegraphs", v) for v in read} | {("inferenceservices", v) for v in read}
-                      | {("inferencegraphs/status", "patch"), ("servingruntimes", "get"),
-                         ("clusterservingruntimes", "get")})
+    kserve = "serving.kserve.io"
+    assert grants == ({(kserve, "inferencegraphs", v) for v in read} | {(kserve, "inferenceservices", v) for v in read}
+                      | {(kserve, "inferencegraphs/status", "patch"), (kserve, "servingruntimes", "get"),
+                         (kserve, "clusterservingruntimes", "get"),
+                         ("discovery.k8s.io", "endpointslices", "list"),
+                         ("discovery.k8s.io", "endpointslices", "watch")})
     account = one("ServiceAccount")
     assert account["automountServiceAccountToken"] is False
     roles = {(d["kind"], d["metadata"]["name"]) for d in RENDERED if d["kind"] in ("Role", "ClusterRole")}

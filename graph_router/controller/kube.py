@@ -67,6 +67,7 @@ INFERENCE_GRAPHS = Resource("serving.kserve.io", "v1alpha1", "inferencegraphs")
 INFERENCE_SERVICES = Resource("serving.kserve.io", "v1beta1", "inferenceservices")
 SERVING_RUNTIMES = Resource("serving.kserve.io", "v1alpha1", "servingruntimes")
 CLUSTER_SERVING_RUNTIMES = Resource("serving.kserve.io", "v1alpha1", "clusterservingruntimes")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")  # a Service's ready pods
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,14 +24,17 @@ from typing import Any
 import orjson
 import pydantic
 
+from ..endpoints import ENDPOINTS_ANNOTATION
 from ..errors import GraphError, GraphValidationError
 from ..extensions import ANNOTATION as EXTENSIONS_ANNOTATION
 from ..loader import load_graph_text
 from ..plan import compile_graph
 from ..spec import API_VERSION, KIND, InferenceGraph
 from ..validation import validate
+from .endpoints import endpoint_urls
 from .kube import (
     CLUSTER_SERVING_RUNTIMES,
+    ENDPOINT_SLICES,
     INFERENCE_GRAPHS,
     INFERENCE_SERVICES,
     SERVING_RUNTIMES,
@@ -76,7 +79,8 @@ def service_names(graph: InferenceGraph) -> list[str]:
     return list(seen)
 
 
-def render(obj: dict[str, Any], namespace: str, name: str, urls: dict[str, str]) -> bytes:
+def render(obj: dict[str, Any], namespace: str, name: str, urls: dict[str, str],
+           endpoints: dict[str, list[str]] | None = None) -> bytes:
     """The resolved resource as KServe would hand it to its router: serviceUrl beside serviceName.
 
     A step that already has a serviceUrl keeps it, as in KServe. The extensions annotation
@@ -94,6 +98,9 @@ def render(obj: dict[str, Any], namespace: str, name: str, urls: dict[str, str])
     if extensions is not None:
         # graph_router's extensions live in this annotation: the router must see it too.
         metadata["annotations"] = {EXTENSIONS_ANNOTATION: extensions}
+    if endpoints:  # serviceUrl -> its replicas (controller/endpoints.py), read by the router's plan
+        metadata.setdefault("annotations", {})[ENDPOINTS_ANNOTATION] = orjson.dumps(
+            endpoints, option=orjson.OPT_SORT_KEYS).decode()
     doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
@@ -123,6 +130,9 @@ class Controller:
                               field_selector=f"metadata.name={settings.name}", rng=self._rng)
         self.services = Watcher(kube, INFERENCE_SERVICES, settings.namespace, settings.watch,
                                 self._service_changed, rng=self._rng)
+        # The replicas of each resolved URL (EndpointSlices); used once listed, never waited for.
+        self.slices = Watcher(kube, ENDPOINT_SLICES, settings.namespace, settings.watch, self._slices_changed,
+                              rng=self._rng)
         self.writer = GraphFileWriter(settings.output)
         self.reconciles = 0
         self.patches = 0
@@ -133,6 +143,10 @@ class Controller:
 
     def _graph_changed(self, _name: str | None) -> None:
         self._dirty.set()
+
+    def _slices_changed(self, _name: str | None) -> None:
+        if self._referenced:
+            self._dirty.set()
 
     def _service_changed(self, name: str | None) -> None:
         if name is None or self._referenced is None or name in self._referenced:
@@ -145,6 +159,7 @@ class Controller:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.graphs.run(), name="watch-inferencegraphs")
             tg.create_task(self.services.run(), name="watch-inferenceservices")
+            tg.create_task(self.slices.run(), name="watch-endpointslices")
             tg.create_task(self._reconcile_loop(), name="reconcile")
 
     async def _reconcile_loop(self) -> None:
@@ -200,7 +215,8 @@ class Controller:
                 else:
                     urls[service] = found
         if not problems and unresolved == []:
-            content = render(obj, ns, name, urls)
+            replicas = {url: pods for url in urls.values() if (pods := endpoint_urls(url, ns, self.slices.objects))}
+            content = render(obj, ns, name, urls, replicas)
             problems = check_servable(content, origin=f"InferenceGraph {ns}/{name}")
             if not problems:
                 if await asyncio.to_thread(self.writer.write, content):
