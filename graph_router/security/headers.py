@@ -84,7 +84,8 @@ class PolicyPropagator(HeaderPropagator):
         selected = super().select(incoming)
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in selected.items():
-            if self._patterns or self.wanted(name):  # the trace-context-only path skipped drop rules
+            # The trace-context-only path skipped drop rules. (str(): compiled, wanted takes exactly str.)
+            if self._patterns or self.wanted(str(name)):
                 out.add(name, value)
         for name, value in self._fixed:
             out[name] = value
