@@ -239,3 +239,52 @@ async def test_cli_tls_flag_mistakes(flags: list[str], message: str) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode in (1, 2)
     assert message in err.decode()
+
+
+async def test_grpc_front_serves_tls_and_reloads_its_certificate(start_service: Any, start_router: Any,
+                                                                 tmp_path: Path) -> None:
+    """--grpc-port with the TLS flags: the gRPC front serves the same certificate, rotated likewise."""
+    import grpc
+    import grpc.aio
+
+    from graph_router.grpc._proto import grpc_predict_v2_pb2 as pb
+    from graph_router.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
+    from graph_router.grpc.front import GRPCFront
+    from graph_router.security.settings import SecuritySettings
+
+    ca = trustme.CA()
+    cert_file, key_file = _write_pair(ca, tmp_path, "first")
+    svc = await start_service({"/m": (200, {"ok": True})})
+    settings = ServerSettings(host="127.0.0.1", port=0, drain_seconds=0,
+                              security=SecuritySettings(tls_cert_file=str(cert_file), tls_key_file=str(key_file)))
+    running = await start_router(_spec(svc.url("/m")), settings=settings)
+    front = GRPCFront(running.router)
+    port = await front.start("127.0.0.1", 0)
+
+    def served_serial() -> int:
+        from cryptography import x509
+
+        ctx = _client_context(ca)
+        ctx.set_alpn_protocols(["h2"])
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls_sock:
+            der = tls_sock.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    try:
+        creds = grpc.ssl_channel_credentials(root_certificates=ca.cert_pem.bytes())
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+            live = await pb_grpc.GRPCInferenceServiceStub(channel).ServerLive(pb.ServerLiveRequest())
+            assert live.live
+            first = await asyncio.to_thread(served_serial)
+            _write_pair(ca, tmp_path, "second")
+            second = await asyncio.to_thread(served_serial)
+            assert second != first
+            # The channel opened before the rotation still works.
+            assert (await pb_grpc.GRPCInferenceServiceStub(channel).ServerLive(pb.ServerLiveRequest())).live
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plain:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await pb_grpc.GRPCInferenceServiceStub(plain).ServerLive(pb.ServerLiveRequest(), timeout=2)
+    finally:
+        await front.stop(0)

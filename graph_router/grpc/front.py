@@ -177,8 +177,15 @@ class GRPCFront:
         )
         server.add_generic_rpc_handlers((self._inference_handlers(), self._health_handlers()))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        security = settings.security
         try:
-            bound = server.add_insecure_port(address)
+            if security.tls_cert_file is not None and security.tls_key_file is not None:
+                from ..security.grpc_tls import server_credentials  # the front serves TLS as HTTP does
+
+                bound = server.add_secure_port(address, server_credentials(security.tls_cert_file,
+                                                                           security.tls_key_file))
+            else:
+                bound = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(errno.EADDRINUSE, f"cannot listen for gRPC on {address}: {exc}") from None
         if bound == 0:
