@@ -81,7 +81,7 @@ def main() -> None:
         try:
             targets = {"http": (plain, plain.url("/")), "https": (tls, plain.url("/").replace(
                 f"http://127.0.0.1:{plain.port}", f"https://127.0.0.1:{tls.port}"))}
-            for name, (router, url) in targets.items():  # warm-up: connections, caches
+            for _router, url in targets.values():  # warm-up: connections, caches
                 run_wrk(url, script, args.connections, 1.0)
             for _ in range(args.rounds):
                 for name, (router, url) in targets.items():
