@@ -196,3 +196,86 @@ async def test_cli_enable_auth_needs_a_graph_name() -> None:
     assert b"--enable-auth needs --inferencegraph-name NAME" in err
 
 
+
+
+async def test_grpc_model_infer_is_checked_too(fake: FakeKube, tmp_path: Path, start_service: Any,
+                                               start_router: Any) -> None:
+    """--enable-auth with --grpc-port: ModelInfer reads the authorization metadata; health stays open."""
+    import grpc
+    import grpc.aio
+
+    from graph_router.grpc._proto import grpc_predict_v2_pb2 as pb
+    from graph_router.grpc._proto import grpc_predict_v2_pb2_grpc as pb_grpc
+    from graph_router.grpc.front import GRPCFront
+
+    async def v2(request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"model_name": "m", "outputs": [
+            {"name": "y", "shape": [1], "datatype": "INT64", "data": [7]}]})
+
+    svc = await start_service({"/m": v2})
+    running = await start_router({"nodes": {"root": {"routerType": "Sequence", "steps": [
+        {"serviceUrl": svc.url("/m")}]}}}, name="my-graph")
+    running.router.auth = auth = _authorizer(fake, tmp_path)
+    front = GRPCFront(running.router)
+    port = await front.start("127.0.0.1", 0)
+    request = pb.ModelInferRequest(model_name="my-graph")
+    request.inputs.add(name="x", datatype="INT64", shape=[1]).contents.int64_contents.append(1)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
+            for metadata, code in [((), grpc.StatusCode.UNAUTHENTICATED),
+                                   ((("authorization", "Bearer bob-token"),), grpc.StatusCode.PERMISSION_DENIED)]:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.ModelInfer(request, metadata=metadata)
+                assert info.value.code() == code
+            answer = await stub.ModelInfer(request, metadata=(("authorization", "Bearer alice-token"),))
+            assert answer.outputs[0].name == "y"
+        assert len(svc.received) == 1
+    finally:
+        await front.stop(0)
+        auth.close()
+
+
+async def test_cli_enable_auth_end_to_end(fake: FakeKube, tmp_path: Path, start_service: Any) -> None:
+    """The real command with $KUBECONFIG pointing at the fake API server."""
+    import os
+    import socket
+    import sys
+
+    import orjson
+
+    svc = await start_service({"/m": _echo_auth})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = orjson.dumps({"nodes": {"root": {"routerType": "Sequence", "steps": [{"serviceUrl": svc.url("/m")}]}}})
+    env = {**os.environ, "KUBECONFIG": str(fake.write_kubeconfig(tmp_path / "kubeconfig"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "graph_router", "serve", "--graph-json", spec.decode(), "--host", "127.0.0.1",
+        "--port", str(port), "--drain-seconds", "0", "--enable-auth", "--inferencegraph-name", "my-graph",
+        "--auth-namespace", "team", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(url + "readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            async with session.post(url, data=b"{}") as resp:
+                assert resp.status == 401
+            async with session.post(url, data=b"{}", headers={"Authorization": "Bearer bob-token"}) as resp:
+                assert resp.status == 403
+            async with session.post(url, data=b"{}", headers={"Authorization": "Bearer alice-token"}) as resp:
+                assert resp.status == 200
+        assert fake.token_reviews == 2 and fake.access_reviews == 2
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -277,6 +277,10 @@ class GRPCFront:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 f"model {name!r} is not served here: this router serves graph {plan.name!r}")
         pairs = [(k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)]
+        if router.auth is not None:  # --enable-auth: the same check as HTTP, on the authorization metadata
+            denied = await router.auth.check(next((v for k, v in pairs if k == "authorization"), None))
+            if denied is not None:
+                await context.abort(status.grpc_code(denied.status), orjson.loads(denied.body)["cause"])
         headers = router._propagator.select(pairs)
         raw_mode = self._passes_protobuf(plan)
         if raw_mode:
