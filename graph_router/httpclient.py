@@ -339,6 +339,18 @@ class BodyStream:
             self._done = True
         self._wake()
 
+    def ready(self) -> bytes | None:
+        """What has arrived already, taken now without waiting (None: nothing yet)."""
+        chunks = self._chunks
+        if not chunks:
+            return None
+        chunk = b"".join(chunks)
+        chunks.clear()
+        if self._paused and self._conn.transport is not None:
+            self._paused = False
+            self._conn.transport.resume_reading()
+        return chunk or None
+
     # An async iterator (not a generator) so that ``aclose`` releases the connection
     # even when nobody ever started reading.
     def __aiter__(self) -> BodyStream:
@@ -347,9 +359,16 @@ class BodyStream:
     async def __anext__(self) -> bytes:
         conn = self._conn
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                if self._paused and len(self._chunks) < self._HIGH_WATER // 2 and conn.transport is not None:
+            chunks = self._chunks
+            if chunks:
+                # Everything that has arrived goes on as one piece: one write to the client
+                # per read from the service, not one per chunk of its chunked coding.
+                if len(chunks) == 1:
+                    chunk = chunks.popleft()
+                else:
+                    chunk = b"".join(chunks)
+                    chunks.clear()
+                if self._paused and conn.transport is not None:
                     self._paused = False
                     conn.transport.resume_reading()
                 if chunk:

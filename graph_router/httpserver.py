@@ -85,6 +85,7 @@ class StreamingResponse:
     chunks: ChunkSource
     content_type: str | None = None
     headers: list[tuple[str, str]] | None = None
+    first: bytes | None = None  # content already in hand: written in one write with the head
 
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
@@ -425,6 +426,10 @@ class ServerConnection:
             parts.append(b"\r\n")
         else:
             parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        first = answer.first
+        if first is not None and not no_content:  # arrived with the service's head: one write for both
+            answer.first = None
+            parts.append(first if http10 else b"%x\r\n%b\r\n" % (len(first), first))
         transport.write(b"".join(parts))
         try:
             if no_content:
@@ -434,7 +439,9 @@ class ServerConnection:
                     return
                 if chunk:
                     transport.write(chunk if http10 else b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                    await self.drain()
+                    writable = self._writable  # drain(), inline: once per chunk
+                    if writable is not None and not writable.done():
+                        await writable
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -76,6 +76,10 @@ class _Relay:
     def __aiter__(self) -> _Relay:
         return self
 
+    def ready(self) -> bytes | None:
+        """The answer's first bytes when they came with the service's head (None: not yet)."""
+        return None if self._ended else self._stream.ready()
+
     async def __anext__(self) -> bytes:
         if self._ended:
             raise StopAsyncIteration
@@ -205,11 +209,13 @@ class Router:
             headers_out = [("Cache-Control", "no-cache")]
             if result.content_encoding is not None:
                 headers_out.append(("Content-Encoding", result.content_encoding))
+            relay = _Relay(result.stream, result.content_type, plan.name, result.content_encoding is not None)
             return probe.end(StreamingResponse(
                 result.status,
-                _Relay(result.stream, result.content_type, plan.name, result.content_encoding is not None),
+                relay,
                 result.content_type or "application/octet-stream",
                 headers_out,
+                relay.ready(),
             ))
         if result.content_encoding is not None:
             try:

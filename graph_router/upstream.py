@@ -308,6 +308,10 @@ class StepStream:
     def __aiter__(self) -> StepStream:
         return self
 
+    def ready(self) -> bytes | None:
+        """Bytes that have already arrived, without waiting (written with the answer's head)."""
+        return self._body.ready()
+
     async def __anext__(self) -> bytes:
         try:
             return await self._body.__anext__()

@@ -390,3 +390,45 @@ def test_the_readme_example_annotation_compiles() -> None:
     assert generate.llm is not None and generate.llm.openai and len(generate.llm.fallbacks) == 2
     assert rerank.llm is not None and rerank.llm.openai and not rerank.llm.fallbacks
     assert plan.budgets is not None and plan.budgets.header == "x-tenant"
+
+
+async def test_the_first_event_reaches_the_client_while_the_service_holds_the_rest(start_router: Any) -> None:
+    """Head and first event arriving together from the service (then nothing until released) reach
+    the client in its first read, through a plain step and through an OpenAI step (whose tally and
+    usage request must not hold the event back)."""
+    first = b"data: " + orjson.dumps(chunk({"content": "Hi"})) + b"\n\n"
+    release = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"%x\r\n%b\r\n" % (len(first), first))
+        await writer.drain()
+        await release.wait()
+        writer.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for path in ("/stream", "/v1/chat/completions"):  # a plain step, and an OpenAI step
+            release.clear()
+            router = await serve(start_router, f"http://127.0.0.1:{port}{path}")
+            host, _, rport = router.url.removeprefix("http://").partition(":")
+            reader, writer = await asyncio.open_connection(host, int(rport))
+            body = orjson.dumps(STREAM)
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            head_end = data.find(b"\r\n\r\n")
+            assert head_end > 0 and first in data[head_end:], data
+            release.set()
+            rest = await asyncio.wait_for(reader.read(65536), 5)
+            assert b"[DONE]" in rest
+            writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -95,6 +95,9 @@ def ask_for_usage(body: bytes) -> bytes | None:
         return None
     if not isinstance(doc, dict) or doc.get("stream") is not True or "stream_options" in doc:
         return None
+    end = body.rstrip()
+    if end.endswith(b"}"):  # the object's last byte: add the member there, the rest as the client wrote it
+        return end[:-1] + b',"stream_options":{"include_usage":true}}'
     doc["stream_options"] = {"include_usage": True}
     return orjson.dumps(doc)
 
@@ -153,6 +156,15 @@ class UsageStream(StepStream):
             out = self._events(chunk)
             if out:
                 return out
+
+    def ready(self) -> bytes | None:
+        """What has arrived already, tallied as ``__anext__`` would (None: nothing to hand on yet)."""
+        chunk = self._inner.ready()
+        if chunk is None or not self._scan:
+            return chunk
+        if not self._sse:
+            return self._keep(chunk)
+        return self._events(chunk) or None
 
     def _keep(self, chunk: bytes) -> bytes:
         """A streamed plain (JSON) answer: kept, bounded, for its usage at the end."""
