@@ -116,7 +116,7 @@ class Target:
     port: int
     tls: bool
     head: bytes  # b"POST /path HTTP/1.1\r\nHost: host[:port]\r\n"
-    context: ssl.SSLContext | None = None  # the step's own TLS settings (security.tls.ClientTLS)
+    context: Any = None  # the step's own TLS settings: a security.tls.ClientTLS (current() per connection)
     server_name: str | None = None  # SNI and the name checked, when not the URL's host
 
 
@@ -140,8 +140,7 @@ def parse_target(url: str, step_tls: Any = None) -> Target:
         host_header += f":{parts.port}"
     head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
     if tls and step_tls is not None:
-        return Target((f"https+{step_tls.key}", host, port), host, port, tls, head, step_tls.context,
-                      step_tls.server_name)
+        return Target((f"https+{step_tls.key}", host, port), host, port, tls, head, step_tls, step_tls.server_name)
     return Target((parts.scheme, host, port), host, port, tls, head)
 
 
@@ -466,7 +465,9 @@ class _HostPool:
 
     async def _connect(self) -> _Connection:
         t = self.target
-        ssl_ctx: ssl.SSLContext | None = (t.context or self.client.ssl_context()) if t.tls else None
+        ssl_ctx: ssl.SSLContext | None = None
+        if t.tls:
+            ssl_ctx = t.context.current() if t.context is not None else self.client.ssl_context()
         try:
             async with asyncio.timeout(self.client.connect_timeout):
                 _, proto = await self.loop.create_connection(

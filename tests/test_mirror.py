@@ -61,8 +61,7 @@ async def model(start_service: Any, answer: dict[str, Any], delay: float = 0.0, 
             await asyncio.sleep(delay)
         return web.json_response(answer, status=status)
 
-    service: Service = await start_service({"/m": handle})
-    return service
+    return await start_service({"/m": handle})
 
 
 async def timed(running: Any, n: int) -> tuple[list[float], set[bytes]]:

@@ -4,6 +4,7 @@ leaves such steps alone and --no-istio-rewrite turns it off. Real TLS servers on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -217,3 +218,38 @@ async def test_istio_rewrite_skips_tls_steps_and_can_be_turned_off(
     off = await _serve(start_router, _plan([{"name": "m", "serviceUrl": https_plain}], {}), settings=settings)
     assert (await off.post({}))[0] == 500
     assert len(probe.received) == 1  # asked once, and never with the rewrite off
+
+
+async def test_rotated_client_certificate_is_used_for_new_connections(tmp_path: Path, start_router: Any,
+                                                                       runners: list[web.AppRunner]) -> None:
+    files = Files(tmp_path)
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        seen.append(next((v for rdn in (peer or {}).get("subject", ()) for k, v in rdn if k == "commonName"), ""))
+        answer = web.json_response({"ok": True})
+        answer.force_close()  # every call opens a new connection
+        return answer
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    files.server.configure_cert(ctx)
+    files.ca.configure_trust(ctx)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    app = web.Application()
+    app.router.add_post("/m", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    runners.append(runner)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    running = await _serve(start_router, _plan([{"name": "m", "serviceUrl": f"https://127.0.0.1:{port}/m"}],
+                                               {"tls": files.tls()}))
+    assert (await running.post({}))[0] == 200
+    renewed = files.ca.issue_cert("graph-router.team.svc", common_name="graph-router-renewed")
+    renewed.private_key_pem.write_to_path(str(files.key_file))
+    renewed.cert_chain_pems[0].write_to_path(str(files.cert_file))
+    await asyncio.sleep(2.1)  # ClientTLS looks at the files at most every 2 s
+    assert (await running.post({}))[0] == 200
+    assert seen == ["graph-router", "graph-router-renewed"]

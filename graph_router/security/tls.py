@@ -96,12 +96,31 @@ class ClientTLS:
     """How the router connects to one https:// step: its own CA, client certificate and SNI.
 
     ``key`` names the settings in the connection pool's key, so a step with a client
-    certificate never reuses a connection made for another step's settings.
+    certificate never reuses a connection made for another step's settings. The files
+    are looked at again (at most every ``check_seconds``) when a new connection is made:
+    a rotated client certificate or CA is used from then on, pooled connections keep
+    theirs, and files that do not load (mid-rotation) keep the last good context.
     """
 
-    __slots__ = ("context", "key", "server_name")
+    __slots__ = ("_checked", "_context", "_files", "_spec", "check_seconds", "key", "reloads", "server_name")
 
-    def __init__(self, spec: TLSSpec) -> None:
+    def __init__(self, spec: TLSSpec, *, check_seconds: float = 2.0) -> None:
+        self._spec = spec
+        self.check_seconds = check_seconds
+        self._files = self._identities()
+        self._context = self._build()
+        self._checked = time.monotonic()
+        self.reloads = 0
+        self.server_name = spec.server_name
+        fields = (spec.ca_file, spec.cert_file, spec.key_file, spec.server_name, spec.insecure_skip_verify)
+        self.key = "tls:" + hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
+
+    def _identities(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        spec = self._spec
+        return tuple(_identity(f) if f is not None else None for f in (spec.ca_file, spec.cert_file, spec.key_file))
+
+    def _build(self) -> ssl.SSLContext:
+        spec = self._spec
         if spec.insecure_skip_verify:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
@@ -112,10 +131,23 @@ class ClientTLS:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if spec.cert_file is not None and spec.key_file is not None:
             ctx.load_cert_chain(spec.cert_file, spec.key_file)
-        self.context = ctx
-        self.server_name = spec.server_name
-        fields = (spec.ca_file, spec.cert_file, spec.key_file, spec.server_name, spec.insecure_skip_verify)
-        self.key = "tls:" + hashlib.sha256(repr(fields).encode()).hexdigest()[:16]
+        return ctx
+
+    def current(self) -> ssl.SSLContext:
+        """The context for a new connection, rebuilt when the files changed."""
+        now = time.monotonic()
+        if now - self._checked >= self.check_seconds:
+            self._checked = now
+            try:
+                files = self._identities()
+                if files != self._files:
+                    self._context = self._build()
+                    self._files = files
+                    self.reloads += 1
+                    logger.info("step TLS files reloaded (%s)", self._spec.cert_file or self._spec.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                logger.warning("step TLS files not loaded yet, keeping the current ones: %s", exc)
+        return self._context
 
 
 def step_tls(plan: GraphPlan) -> dict[str, ClientTLS]:
