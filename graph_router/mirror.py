@@ -168,6 +168,20 @@ class _Copied(StepStream):
             self._seen.set_result(None)
         self._chunks = None
 
+    def _keep(self, chunk: bytes) -> None:
+        if self._chunks is not None:
+            self._size += len(chunk)
+            if self._size > COMPARE_LIMIT:
+                self._chunks = None  # too long to compare: counted as different
+            else:
+                self._chunks.append(chunk)
+
+    def ready(self) -> bytes | None:
+        chunk = self._inner.ready()
+        if chunk:
+            self._keep(chunk)
+        return chunk
+
     async def __anext__(self) -> bytes:
         try:
             chunk = await self._inner.__anext__()
@@ -177,12 +191,7 @@ class _Copied(StepStream):
         except BaseException:
             self._settle(False)
             raise
-        if self._chunks is not None:
-            self._size += len(chunk)
-            if self._size > COMPARE_LIMIT:
-                self._chunks = None  # too long to compare: counted as different
-            else:
-                self._chunks.append(chunk)
+        self._keep(chunk)
         return chunk
 
     async def aclose(self) -> None:

@@ -61,7 +61,8 @@ async def model(start_service: Any, answer: dict[str, Any], delay: float = 0.0, 
             await asyncio.sleep(delay)
         return web.json_response(answer, status=status)
 
-    return await start_service({"/m": handle})
+    service: Service = await start_service({"/m": handle})
+    return service
 
 
 async def timed(running: Any, n: int) -> tuple[list[float], set[bytes]]:
