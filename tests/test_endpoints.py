@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import socket
 from collections import Counter
@@ -228,3 +227,16 @@ async def test_a_dead_replica_is_ejected_and_its_keys_served_by_the_next(start_s
     assert statuses[-3:] == [200, 200, 200]  # then the dead replica's keys go to their next endpoint
     for _ in range(3):
         assert [(await running.post({"prompt": k}))[0] for k in on_dead] == [200] * len(on_dead)
+
+
+def test_services_files_take_several_urls(tmp_path: Any) -> None:
+    from graph_router.localtest.suite import SuiteError, load_services
+
+    good = tmp_path / "services.yaml"
+    good.write_text("llm: http://10.0.0.1:8000/v1/chat/completions,http://10.0.0.2:8000/v1/chat/completions\n")
+    assert load_services(good)["llm"].url == (
+        "http://10.0.0.1:8000/v1/chat/completions,http://10.0.0.2:8000/v1/chat/completions")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("llm: http://10.0.0.1:8000/x,10.0.0.2:8000/x\n")
+    with pytest.raises(SuiteError, match=r"10\.0\.0\.2:8000/x"):
+        load_services(bad)
