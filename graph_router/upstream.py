@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -146,6 +147,10 @@ class UpstreamClient:
         if self._http is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
         self._http.set_step_tls(step_tls)
+        if any(url.startswith("grpcs://") for url in step_tls) or "graph_router.grpc.steps" in sys.modules:
+            from .grpc import steps as grpc_steps
+
+            grpc_steps.set_step_tls(step_tls)
 
     async def close(self) -> None:
         if self._http is not None:

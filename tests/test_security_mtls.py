@@ -253,3 +253,41 @@ async def test_rotated_client_certificate_is_used_for_new_connections(tmp_path: 
     await asyncio.sleep(2.1)  # ClientTLS looks at the files at most every 2 s
     assert (await running.post({}))[0] == 200
     assert seen == ["graph-router", "graph-router-renewed"]
+
+
+async def test_grpcs_step_with_client_certificate(tmp_path: Path, start_router: Any) -> None:
+    """A grpcs:// step to a gRPC server that requires a client certificate from a private CA."""
+    import grpc
+    import grpc.aio
+    from test_grpc import StandIn
+
+    files = Files(tmp_path, service_names=("model.internal",))
+    model = StandIn()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(model.infer)}),))
+    credentials = grpc.ssl_server_credentials(
+        [(files.server.private_key_pem.bytes(), files.server.cert_chain_pems[0].bytes())],
+        root_certificates=files.ca.cert_pem.bytes(), require_client_auth=True)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    from graph_router.grpc.steps import close_channels
+
+    try:
+        steps = [{"name": "m", "serviceUrl": f"grpcs://127.0.0.1:{port}/v2/models/echo/infer"}]
+        body = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [3]}]}
+        # Without a client certificate the server refuses the connection.
+        running = await _serve(start_router, _plan(steps, {"tls": {"caFile": str(files.ca_file),
+                                                                   "serverName": "model.internal"}}))
+        assert (await running.post(body))[0] == 500
+        running.router.swap(_plan(steps, {"tls": files.tls(serverName="model.internal")}))
+        status_code, answer, _ = await running.post(body)
+        assert status_code == 200, answer
+        assert orjson.loads(answer)["outputs"][0]["data"] == [3]
+        with pytest.raises(GraphError, match="insecureSkipVerify is not available for grpcs"):
+            from graph_router.security.tls import step_tls
+
+            step_tls(_plan(steps, {"tls": {"insecureSkipVerify": True}}))
+    finally:
+        await close_channels()
+        await server.stop(0)

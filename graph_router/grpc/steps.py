@@ -24,6 +24,7 @@ import os
 import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -75,8 +76,9 @@ class _Channels:
         self._calls: dict[tuple[bool, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self._channels: list[grpc.aio.Channel] = []
 
-    def infer(self, target: urls.GRPCTarget) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-        key = (target.secure, target.authority)
+    def infer(self, target: urls.GRPCTarget, tls: Any = None) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        """``tls``: the step's own settings (security.tls.ClientTLS); its key joins the channel's."""
+        key = (target.secure, target.authority if tls is None else f"{target.authority} {tls.key}")
         method = self._calls.get(key)
         if method is None:
             options = [
@@ -85,7 +87,10 @@ class _Channels:
                 ("grpc.enable_retries", 0),  # the step's policy retries, inside the deadline
                 ("grpc.keepalive_time_ms", 30_000),
             ]
-            if target.secure:
+            if target.secure and tls is not None:
+                credentials, more = tls.grpc_credentials()
+                channel = grpc.aio.secure_channel(target.authority, credentials, options + more)
+            elif target.secure:
                 channel = grpc.aio.secure_channel(target.authority, grpc.ssl_channel_credentials(_roots()), options)
             else:
                 channel = grpc.aio.insecure_channel(target.authority, options)
@@ -110,6 +115,13 @@ def _roots() -> bytes | None:
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Channels] = weakref.WeakKeyDictionary()
+_step_tls: dict[str, Any] = {}  # grpcs:// step URL -> its security.tls.ClientTLS, set per plan
+
+
+def set_step_tls(step_tls: Mapping[str, Any]) -> None:
+    """The served graph's TLS settings for its grpcs:// steps (at load, never per request)."""
+    global _step_tls
+    _step_tls = {url: tls for url, tls in step_tls.items() if url.startswith("grpcs://")}
 _targets: dict[str, urls.GRPCTarget] = {}
 
 
@@ -202,7 +214,7 @@ async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float
             f"{breakers.retry_after(key):.1f}s more (circuit open)"
         )
     payload = request_bytes(body, t)
-    method = channels(max_response_bytes).infer(t)
+    method = channels(max_response_bytes).infer(t, _step_tls.get(url) if _step_tls else None)
     try:
         answer: bytes = await method(payload, timeout=timeout, metadata=metadata(headers))
     except grpc.aio.AioRpcError as exc:

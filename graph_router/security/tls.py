@@ -16,7 +16,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GraphError
 from .models import TLSSpec
@@ -133,6 +133,22 @@ class ClientTLS:
             ctx.load_cert_chain(spec.cert_file, spec.key_file)
         return ctx
 
+    def grpc_credentials(self) -> tuple[Any, list[tuple[str, str]]]:
+        """Channel credentials and options for a grpcs:// step (files read now: a new channel)."""
+        import grpc
+
+        spec = self._spec
+
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        credentials = grpc.ssl_channel_credentials(read(spec.ca_file), read(spec.key_file), read(spec.cert_file))
+        options = [("grpc.ssl_target_name_override", spec.server_name)] if spec.server_name else []
+        return credentials, options
+
     def current(self) -> ssl.SSLContext:
         """The context for a new connection, rebuilt when the files changed."""
         now = time.monotonic()
@@ -161,12 +177,15 @@ def step_tls(plan: GraphPlan) -> dict[str, ClientTLS]:
     made: dict[TLSSpec, ClientTLS] = {}
     for node_name, node in plan.nodes.items():
         for step in node.steps:
-            if step.url is None or not step.url.startswith("https://"):
+            if step.url is None or not step.url.startswith(("https://", "grpcs://")):
                 continue
             own = ext.steps.get(f"{node_name}/{step.label}") or ext.steps.get(f"{node_name}/{step.index}")
             spec = own.tls if own is not None and own.tls is not None else ext.tls
             if spec is None:
                 continue
+            if spec.insecure_skip_verify and step.url.startswith("grpcs://"):
+                raise GraphError(f"graph {plan.name!r} step {node_name}/{step.label}: tls: insecureSkipVerify is "
+                                 "not available for grpcs:// steps (gRPC always checks the server)")
             tls = made.get(spec)
             if tls is None:
                 try:
