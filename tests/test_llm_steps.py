@@ -432,3 +432,30 @@ async def test_the_first_event_reaches_the_client_while_the_service_holds_the_re
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_the_request_span_carries_the_genai_figures(start_service: Any, start_router: Any) -> None:
+    """Plain and streamed: the server span holds the usage (a stream's span ends with the stream)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from graph_router.telemetry import GraphTracer
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    log: list[dict[str, Any]] = []
+    svc = await start_service({"/v1/chat/completions": openai_service(log, gap=0.001)})
+    router = await serve(start_router, svc.url("/v1/chat/completions"),
+                         telemetry=Telemetry(tracer=GraphTracer(provider)))
+    await router.post(STREAM)
+    await router.post(CHAT)
+    servers = [s for s in exporter.get_finished_spans() if s.name.startswith("graph ")]
+    assert len(servers) == 2
+    streamed, plain = servers
+    assert streamed.attributes is not None and plain.attributes is not None
+    assert streamed.attributes["gen_ai.usage.input_tokens"] == PROMPT_TOKENS
+    assert streamed.attributes["gen_ai.usage.output_tokens"] == len(PIECES)
+    assert float(streamed.attributes["gen_ai.server.time_to_first_token_ms"]) > 0  # type: ignore[arg-type]
+    assert plain.attributes["gen_ai.usage.output_tokens"] == 4
