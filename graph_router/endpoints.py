@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Mapping, Sequence
 from hashlib import blake2b
@@ -113,8 +114,6 @@ class Ring:
 
     def order(self, h: int) -> list[int]:
         """Endpoint indices in ring order from ``h``, each once (the first owns ``h``)."""
-        from bisect import bisect_left
-
         seen: list[int] = []
         start = bisect_left(self.hashes, h)
         total = len(self.owners)
