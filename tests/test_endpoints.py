@@ -240,3 +240,21 @@ def test_services_files_take_several_urls(tmp_path: Any) -> None:
     bad.write_text("llm: http://10.0.0.1:8000/x,10.0.0.2:8000/x\n")
     with pytest.raises(SuiteError, match=r"10\.0\.0\.2:8000/x"):
         load_services(bad)
+
+
+async def test_the_access_log_names_the_endpoint_chosen(start_service: Any, start_router: Any,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from graph_router.telemetry import Telemetry
+    from graph_router.telemetry.logs import FIELDS
+
+    caplog.set_level(logging.INFO, logger="graph_router.telemetry.recorder")
+    services = [await replica(start_service, str(i)) for i in range(2)]
+    running = await start_router(ONE_STEP, services={"llm": ",".join(s.url("/m") for s in services)},
+                                 telemetry=Telemetry())
+    for i in range(6):
+        assert (await running.post({"prompt": i}))[0] == 200
+    lines = [getattr(r, FIELDS) for r in caplog.records if r.getMessage() == "graph request"]
+    assert len(lines) == 6
+    assert {line["endpoint"] for line in lines} <= {s.url("/m") for s in services}
