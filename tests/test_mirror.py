@@ -190,3 +190,19 @@ def test_same_answer_compares_status_and_json() -> None:
     assert not mirror.same_answer((200, b"text"), 200, b"text!")
     assert mirror.same_answer((200, b"text"), 200, b"text")
     assert orjson.loads(b"1") == 1
+
+
+def test_worker_snapshots_add_up_endpoint_and_mirror_counts() -> None:
+    """--workers: the scraped worker sums its siblings' counters (and reads snapshots without them)."""
+    from graph_router.telemetry.metrics import Metrics, merge, render
+
+    a, b = Metrics(), Metrics()
+    a.mirror_requests[("g", "root", "llm", "same")] = 2
+    b.mirror_requests[("g", "root", "llm", "same")] = 3
+    b.endpoint_requests[("g", "root", "llm", "http://10.0.0.1:8000/x", "200")] = 4
+    older = a.snapshot()
+    del older["mirror_requests"], older["endpoint_requests"]
+    text = render(merge([a.snapshot(), b.snapshot(), older])).decode()
+    assert 'graph_router_mirror_requests_total{graph="g",node="root",step="llm",outcome="same"} 5' in text
+    assert ('graph_router_endpoint_requests_total{graph="g",node="root",step="llm",'
+            'endpoint="http://10.0.0.1:8000/x",code="200"} 4') in text
