@@ -93,6 +93,16 @@ class MirrorSpec(_Strict):
     percent: float = Field(default=100.0, ge=0, le=100)
     timeout_seconds: float = Field(default=30.0, alias="timeoutSeconds", gt=0)
 
+    @pydantic.field_validator("service_url")
+    @classmethod
+    def _callable(cls, url: str) -> str:
+        from .validation import step_url_problem
+
+        problem = step_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
 
 class StepExtension(_Strict):
     """Everything graph_router adds to one step."""

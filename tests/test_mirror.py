@@ -206,3 +206,11 @@ def test_worker_snapshots_add_up_endpoint_and_mirror_counts() -> None:
     assert 'graph_router_mirror_requests_total{graph="g",node="root",step="llm",outcome="same"} 5' in text
     assert ('graph_router_endpoint_requests_total{graph="g",node="root",step="llm",'
             'endpoint="http://10.0.0.1:8000/x",code="200"} 4') in text
+
+
+def test_a_mirror_url_that_cannot_be_called_is_refused_at_load() -> None:
+    from graph_router.errors import GraphValidationError
+
+    with pytest.raises(GraphValidationError, match=r"mirror\.serviceUrl"):
+        compile_graph(load_graph_text(mirrored_graph({"serviceUrl": "candidate:8080/m"}), "g.yaml"),
+                      {"llm": "http://127.0.0.1:9/m"})
