@@ -7,7 +7,18 @@ from typing import Any
 
 import orjson
 from fake_kube import FakeKube
-from test_controller import NS, conditions, eventually, fake, seed_rag, start_controller, v1
+from test_controller import (
+    NS,
+    RAG_SERVICES,
+    conditions,
+    eventually,
+    fake,
+    isvc,
+    rag_graph,
+    seed_rag,
+    start_controller,
+    v1,
+)
 
 from graph_router.controller.endpoints import endpoint_urls, service_of
 from graph_router.endpoints import ENDPOINTS_ANNOTATION
@@ -63,6 +74,21 @@ async def test_ready_endpoints_are_written_and_followed(fake: FakeKube, start_co
     fake.delete("endpointslices", NS, "qwen-llm-abc")
     await eventually(lambda: replicas(output) == {}, "the annotation gone")
     assert service_url in output.read_text()
+
+
+async def test_a_service_url_step_in_the_namespace_gets_its_pods_too(fake: FakeKube, start_controller: Any) -> None:
+    graph = rag_graph()
+    steps = graph["spec"]["nodes"]["root"]["steps"]
+    steps[0] = {"name": steps[0].get("name", "embed"), "serviceUrl": f"http://embedder.{NS}.svc.cluster.local/embed"}
+    for name in RAG_SERVICES:
+        fake.put("inferenceservices", isvc(name, f"http://{name}"))
+    fake.put("inferencegraphs", graph)
+    fake.put("endpointslices", endpoint_slice("embedder-1", "embedder", [("10.1.0.1", True), ("10.1.0.2", True)]))
+    controller = await start_controller()
+    output = controller.settings.output
+    await eventually(lambda: replicas(output), "endpoints in the graph file")
+    assert replicas(output) == {f"http://embedder.{NS}.svc.cluster.local/embed": [
+        "http://10.1.0.1:8080/embed", "http://10.1.0.2:8080/embed"]}
 
 
 def test_service_of_a_url() -> None:

@@ -215,7 +215,9 @@ class Controller:
                 else:
                     urls[service] = found
         if not problems and unresolved == []:
-            replicas = {url: pods for url in urls.values() if (pods := endpoint_urls(url, ns, self.slices.objects))}
+            called = {*urls.values(), *(s.service_url for n in graph.spec.nodes.values() for s in n.steps
+                                        if s.service_url and not s.service_name)} if graph is not None else set()
+            replicas = {url: pods for url in sorted(called) if (pods := endpoint_urls(url, ns, self.slices.objects))}
             content = render(obj, ns, name, urls, replicas)
             problems = check_servable(content, origin=f"InferenceGraph {ns}/{name}")
             if not problems:
