@@ -26,6 +26,7 @@ probe succeeds. Removing an endpoint removes only its points, so only its keys m
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from bisect import bisect_left
@@ -38,13 +39,13 @@ import orjson
 from multidict import CIMultiDict
 
 from . import gjson
-from .errors import RequestError
+from .errors import CircuitOpen, DeadlineExceeded, RequestError, UpstreamError
 from .upstream import StepResponse, StepStream
 
 if TYPE_CHECKING:
     from .breaker import CircuitBreakers
     from .executor import RequestContext
-    from .extensions import Affinity, MirrorSpec
+    from .extensions import Affinity, MirrorSpec, StepPolicy
     from .mirror import Mirror
     from .plan import StepPlan
     from .upstream import UpstreamClient
@@ -185,12 +186,19 @@ class EndpointSet:
         self._turn = 0
         self._rng = rng or random.Random()
 
-    def pick(self, body: bytes, headers: CIMultiDict[str], breakers: CircuitBreakers | None) -> Endpoint:
-        """The endpoint for one call (does not count it: see :meth:`StepRoute.call`)."""
+    def pick(self, body: bytes, headers: CIMultiDict[str], breakers: CircuitBreakers | None,
+             tried: Sequence[Endpoint] = ()) -> Endpoint:
+        """The endpoint for one call (does not count it: see :meth:`StepRoute.call`).
+
+        ``tried``: endpoints this call already failed on (a retry goes elsewhere when it can).
+        """
         endpoints = self.endpoints
         up = endpoints if breakers is None else [e for e in endpoints if not breakers.is_open(e.key)]
         if not up:
             up = endpoints  # every circuit open: the call fails fast with the breaker's 503
+        if tried:
+            untried = [e for e in up if e not in tried]
+            up = untried or up
         if self.keys is not None:
             key = self.keys.key(body, headers)
             if key is not None:
@@ -268,6 +276,7 @@ class StepRoute:
         self.step = step
         self.endpoints = EndpointSet(urls, affinity, balance) if len(set(urls)) > 1 else None
         self.url = urls[0]
+        self._once: tuple[StepPolicy, StepPolicy] | None = None  # the step's policy, and it without retries
         self.mirror: Mirror | None = None
         if mirror is not None:
             from .mirror import Mirror
@@ -298,7 +307,52 @@ class StepRoute:
                       ctx: RequestContext, tail: bool) -> StepResponse:
         endpoints = self.endpoints
         assert endpoints is not None
-        endpoint = endpoints.pick(body, headers, client._breakers)
+        policy = step.policy
+        if policy is None or policy.retries == 0:
+            endpoint = endpoints.pick(body, headers, client._breakers)
+            return await self._attempt(client, endpoint, policy, body, headers, ctx, tail)
+        return await self._retried(client, policy, body, headers, ctx, tail)
+
+    async def _retried(self, client: UpstreamClient, policy: StepPolicy, body: bytes, headers: CIMultiDict[str],
+                       ctx: RequestContext, tail: bool) -> StepResponse:
+        """The step policy's retries, each on an endpoint this call has not failed on yet.
+
+        The same rules as UpstreamClient's (transport errors, or a status in ``retryOn``;
+        exponential backoff with full jitter; never past the deadline), plus an open
+        circuit, since another endpoint may answer.
+        """
+        endpoints = self.endpoints
+        assert endpoints is not None
+        once = self._once
+        if once is None or once[0] is not policy:
+            once = self._once = (policy, policy.model_copy(update={"retries": 0}))
+        loop = asyncio.get_running_loop()
+        tried: list[Endpoint] = []
+        attempt = 0
+        while True:
+            endpoint = endpoints.pick(body, headers, client._breakers, tried)
+            try:
+                result = await self._attempt(client, endpoint, once[1], body, headers, ctx, tail)
+            except (UpstreamError, CircuitOpen):
+                if attempt >= policy.retries:
+                    raise
+            else:
+                if attempt >= policy.retries or result.status not in policy.retry_on:
+                    return result
+                if result.stream is not None:
+                    await result.stream.aclose()
+            tried.append(endpoint)
+            pause = min(policy.max_backoff_seconds, policy.backoff_seconds * 2**attempt) * random.random()
+            if ctx.deadline is not None and loop.time() + pause >= ctx.deadline:
+                raise DeadlineExceeded(f"the request's deadline leaves no time to retry step {self.step}")
+            await asyncio.sleep(pause)
+            attempt += 1
+
+    async def _attempt(self, client: UpstreamClient, endpoint: Endpoint, policy: StepPolicy | None, body: bytes,
+                       headers: CIMultiDict[str], ctx: RequestContext, tail: bool) -> StepResponse:
+        """One call to ``endpoint``, counted while it is outstanding and in the metrics."""
+        endpoints = self.endpoints
+        assert endpoints is not None
         if ctx.explain is not None:
             ctx.explain.append({"node": self.node, "step": self.step, "endpoint": endpoint.label})
         probe = ctx.probe
@@ -309,7 +363,7 @@ class StepRoute:
         endpoints.record(endpoint)
         try:
             result = await client.call(endpoint.url, body, headers, ctx.step_timeout, stream=tail,
-                                       policy=step.policy, deadline=ctx.deadline)
+                                       policy=policy, deadline=ctx.deadline)
         except BaseException as exc:
             self.release(endpoint)
             self._count(ctx, endpoint, "error" if isinstance(exc, RequestError) else "cancelled")

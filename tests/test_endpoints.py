@@ -258,3 +258,24 @@ async def test_the_access_log_names_the_endpoint_chosen(start_service: Any, star
     lines = [getattr(r, FIELDS) for r in caplog.records if r.getMessage() == "graph request"]
     assert len(lines) == 6
     assert {line["endpoint"] for line in lines} <= {s.url("/m") for s in services}
+
+
+async def test_a_retry_goes_to_another_endpoint(start_service: Any, start_router: Any) -> None:
+    """With retries in the step's policy, a refused call or a retryOn status is retried on another replica."""
+    live = await replica(start_service, "live")
+    busy = await start_service({"/m": (503, {"error": "busy"})})
+    dead = f"http://127.0.0.1:{closed_port()}/m"
+    settings = ServerSettings(host="127.0.0.1", port=0, drain_seconds=0,
+                              upstream=UpstreamSettings(breaker_failures=1000))
+    running = await start_router(ONE_STEP, services={"llm": live.url("/m")}, settings=settings)
+    extension = {"policy": {"retries": 2, "backoffSeconds": 0}}
+    running.router.swap(compile_graph(load_graph_text(affinity_graph(extension), "g.yaml"),
+                                      {"llm": ",".join([dead, busy.url("/m"), live.url("/m")])}))
+    for i in range(30):
+        status, body, _ = await running.post({"i": i})
+        assert (status, orjson.loads(body)) == (200, {"replica": "live"})
+    async with running.session.get(running.url + "/metrics") as resp:
+        text = await resp.text()
+    codes = {line.split('code="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith("graph_router_endpoint_requests_total{")}
+    assert codes["200"] == 30 and codes["error"] > 0 and codes["503"] > 0  # the first tries did land there
