@@ -3,8 +3,9 @@
 ``mirror: {serviceUrl: URL, percent: P}`` on a step. A drawn call's body and
 propagated headers are sent to the mirror too, as a task of its own; the primary's
 answer is what the graph uses. The mirror's answer is read whole (a streamed primary
-is mirrored with a plain request), compared with the primary's (same status and equal
-as JSON, else equal bytes) and discarded, and the outcome counted:
+is mirrored with a plain request: :func:`plain_request`), compared with the primary's
+(same status and equal as JSON, else equal bytes; an OpenAI stream by its text) and
+discarded, and the outcome counted:
 ``same``, ``different``, ``error`` (the mirror gave no answer) or ``dropped``.
 
 Never in the way of the primary:
@@ -60,16 +61,81 @@ class MirrorPool:
 POOL = MirrorPool()
 
 
+def plain_request(body: bytes) -> bytes:
+    """The mirror's body: the primary's, with an OpenAI ``"stream": true`` turned off.
+
+    A streamed primary is mirrored with a plain request: the candidate's whole answer is
+    what is compared, and its stream's ids and timestamps would differ anyway.
+    """
+    if b'"stream"' not in body:
+        return body
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(doc, dict) or doc.get("stream") is not True:
+        return body
+    doc["stream"] = False
+    doc.pop("stream_options", None)
+    return orjson.dumps(doc)
+
+
 def same_answer(primary: tuple[int, bytes], status: int, body: bytes) -> bool:
-    """Same status, and bodies equal as JSON (or as bytes when either is not JSON)."""
+    """Same status, and bodies equal as JSON (or as bytes when either is not JSON).
+
+    A primary that streamed OpenAI chunks is compared by its text per choice with the
+    mirror's plain completion (``choices[i].message.content``).
+    """
     if primary[0] != status:
         return False
     if primary[1] == body:
         return True
     try:
-        return bool(orjson.loads(primary[1]) == orjson.loads(body))
+        mirrored = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False
+    streamed = _streamed_text(primary[1])
+    if streamed is not None:
+        return streamed == _message_text(mirrored)
+    try:
+        return bool(orjson.loads(primary[1]) == mirrored)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _streamed_text(body: bytes) -> dict[int, str] | None:
+    """The text of each choice of an OpenAI event stream; None when ``body`` is not one."""
+    if not body.lstrip().startswith(b"data:"):
+        return None
+    text: dict[int, str] = {}
+    for line in body.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            continue
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        for choice in event.get("choices") or () if isinstance(event, dict) else ():
+            if isinstance(choice, dict):
+                piece = (choice.get("delta") or {}).get("content")
+                index = int(choice.get("index") or 0)
+                text[index] = text.get(index, "") + (piece if isinstance(piece, str) else "")
+    return text
+
+
+def _message_text(doc: object) -> dict[int, str] | None:
+    """The text of each choice of a plain OpenAI completion."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
+        return None
+    text: dict[int, str] = {}
+    for choice in doc["choices"]:
+        if isinstance(choice, dict):
+            content = (choice.get("message") or {}).get("content")
+            text[int(choice.get("index") or 0)] = content if isinstance(content, str) else ""
+    return text
 
 
 class Mirror:
@@ -96,7 +162,7 @@ class Mirror:
             return primary
         loop = asyncio.get_running_loop()
         seen: asyncio.Future[tuple[int, bytes] | None] = loop.create_future()
-        task = loop.create_task(self._shadow(client, body, CIMultiDict(headers), seen, ctx))
+        task = loop.create_task(self._shadow(client, plain_request(body), CIMultiDict(headers), seen, ctx))
         self.pool.tasks.add(task)
         task.add_done_callback(self.pool.tasks.discard)
         return self._watched(primary, seen, client)

@@ -214,3 +214,40 @@ def test_a_mirror_url_that_cannot_be_called_is_refused_at_load() -> None:
     with pytest.raises(GraphValidationError, match=r"mirror\.serviceUrl"):
         compile_graph(load_graph_text(mirrored_graph({"serviceUrl": "candidate:8080/m"}), "g.yaml"),
                       {"llm": "http://127.0.0.1:9/m"})
+
+
+async def test_an_openai_stream_is_mirrored_plain_and_compared_by_its_text(start_service: Any,
+                                                                           start_router: Any) -> None:
+    def chunk(text: str, n: int) -> bytes:
+        return b"data: " + orjson.dumps({"id": f"chatcmpl-{n}", "created": n, "object": "chat.completion.chunk",
+                                         "choices": [{"index": 0, "delta": {"content": text}}]}) + b"\n\n"
+
+    async def primary(request: web.Request) -> web.StreamResponse:
+        assert (await request.json())["stream"] is True
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in ("Hello", " world"):
+            await resp.write(chunk(piece, 1))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    def candidate(content: str) -> Any:
+        async def handle(request: web.Request) -> web.Response:
+            doc = await request.json()
+            assert doc["stream"] is False and "stream_options" not in doc  # a plain request
+            return web.json_response({"id": "chatcmpl-other", "created": 2, "object": "chat.completion",
+                                      "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+        return handle
+
+    main = await start_service({"/v1/chat/completions": primary})
+    same = await start_service({"/m": candidate("Hello world")})
+    other = await start_service({"/m": candidate("Hello there")})
+    request = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
+               "messages": [{"role": "user", "content": "hi"}]}
+    for shadow, expected in ((same, {"same": 1}), (other, {"different": 1})):  # a new router each: new counts
+        running = await serve(start_router, main.url("/v1/chat/completions"), {"serviceUrl": shadow.url("/m")})
+        status, body, _ = await running.post(request)
+        assert status == 200 and body.endswith(b"data: [DONE]\n\n")
+        await mirror.POOL.drain(5)
+        assert await outcome_counts(running) == expected
