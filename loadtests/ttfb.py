@@ -2,8 +2,11 @@
 
 One local SSE service (a subprocess of this script: a bare asyncio protocol on uvloop
 that answers every POST with a chunked ``text/event-stream``, its first event in the
-same write as its head, the rest a millisecond later) is called three ways, in turn,
-``--requests`` times each, every way on its own kept-alive connection:
+same write as its head, the rest ``--pause-ms`` later, 1 ms by default; 0 sends the
+whole stream in one write) is called three ways, in turn,
+``--requests`` times each, every way on its own kept-alive connection (``--block N``:
+N requests in a row on one way before the next; the default 1 alternates every request,
+so that each process wakes with caches the others have used since):
 
 - directly;
 - through nginx as a streaming reverse proxy (``proxy_buffering off``, HTTP/1.1 and
@@ -92,10 +95,16 @@ class _SSE(asyncio.Protocol):
             self.buf = self.buf[end + 4 + length:]
             self._answer(body)
 
+    pause = 0.001  # seconds between the first event and the rest (0: all in one write)
+
     def _answer(self, body: bytes) -> None:
         usage = b'"include_usage":true' in body
+        if not self.pause:
+            self.transport.write(self.HEAD + _chunk(_event(0, "Hello")))
+            self._rest(usage)
+            return
         self.transport.write(self.HEAD + _chunk(_event(0, "Hello")))
-        asyncio.get_running_loop().call_later(0.001, self._rest, usage)
+        asyncio.get_running_loop().call_later(self.pause, self._rest, usage)
 
     def _rest(self, usage: bool) -> None:
         parts = [_chunk(_event(i, f" w{i}")) for i in range(1, EVENTS)]
@@ -107,8 +116,10 @@ class _SSE(asyncio.Protocol):
         self.transport.write(b"".join(parts))
 
 
-def serve_sse(port: int) -> None:
+def serve_sse(port: int, pause_ms: float) -> None:
     import uvloop
+
+    _SSE.pause = pause_ms / 1000
 
     async def main() -> None:
         server = await asyncio.get_running_loop().create_server(_SSE, HOST, port)
@@ -176,9 +187,9 @@ def dechunk(body: bytes) -> bytes:
         body = rest[size + 2:]
 
 
-def main(requests: int) -> dict[str, Any]:
+def main(requests: int, pause_ms: float, block: int = 1) -> dict[str, Any]:
     sse_port = free_port()
-    service = subprocess.Popen([sys.executable, __file__, "--serve-sse", str(sse_port)])
+    service = subprocess.Popen([sys.executable, __file__, "--serve-sse", str(sse_port), "--pause-ms", str(pause_ms)])
     ways: dict[str, list[float]] = {}
     mismatches = 0
     with temp_dir("gr-ttfb-") as directory:
@@ -205,15 +216,14 @@ def main(requests: int) -> dict[str, Any]:
             for _ in range(50):  # warm every path's connections
                 for client in clients.values():
                     client.one()
-            for _ in range(requests):
-                reference = b""
+            reference = clients["direct"].one()[1]
+            for _ in range(requests // block):
                 for name, client in clients.items():
-                    first, body = client.one()
-                    ways[name].append(first)
-                    if name == "direct":
-                        reference = body
-                    elif body != reference:
-                        mismatches += 1
+                    for _ in range(block):
+                        first, body = client.one()
+                        ways[name].append(first)
+                        if body != reference:
+                            mismatches += 1
             for client in clients.values():
                 client.close()
         finally:
@@ -229,7 +239,8 @@ def main(requests: int) -> dict[str, Any]:
              round(percentile(v, 50) - direct, 3) if name != "direct" else ""] for name, v in ways.items()]
     print_table(["time to first event (ms)", "p50", "p99", "added at p50"], rows,
                 title=f"{requests} streamed completions each way, one kept-alive connection each")
-    result: dict[str, Any] = {"test": "ttfb", "requests": requests, "machine": machine_info(),
+    result: dict[str, Any] = {"test": "ttfb", "requests": requests, "pause_ms": pause_ms, "block": block,
+                              "machine": machine_info(),
                               "direct_p50_ms": direct, "nginx_added_p50_ms": nginx_added,
                               "mismatched_streams": mismatches}
     for name, key in (("router, OpenAI step", "router_openai"), ("router, plain step", "router_plain")):
@@ -238,7 +249,7 @@ def main(requests: int) -> dict[str, Any]:
         result[f"{key}_vs_nginx"] = added / nginx_added if nginx_added > 0 else None
         print(f"{name}: adds {added:.3f} ms at p50, nginx adds {nginx_added:.3f} ms: "
               f"{added / nginx_added if nginx_added > 0 else float('nan'):.2f}x (target <= 2x)")
-    print(f"streams that differed from the direct one: {mismatches} of {3 * requests}")
+    print(f"streams that differed from the direct one: {mismatches} of {4 * requests}")
     return result
 
 
@@ -246,9 +257,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="200 requests")
+    parser.add_argument("--pause-ms", type=float, default=1.0,
+                        help="the service's pause after the first event (0: the whole stream in one write)")
+    parser.add_argument("--block", type=int, default=1,
+                        help="requests in a row on one way before the next (1: every request alternates)")
     parser.add_argument("--serve-sse", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sse:
-        serve_sse(args.serve_sse)
+        serve_sse(args.serve_sse, args.pause_ms)
     else:
-        emit_json(main(200 if args.quick else args.requests))
+        emit_json(main(200 if args.quick else args.requests, args.pause_ms, args.block))
