@@ -131,9 +131,12 @@ class UsageStream(StepStream):
         self._size = 0
         self._scan = True
         self._ended = False
+        self._later: list[tuple[bytes, float]] = []  # events handed on, tallied before the next read
 
     async def __anext__(self) -> bytes:
         while True:
+            if self._later:
+                self._tally_later()
             try:
                 chunk = await self._inner.__anext__()
             except StopAsyncIteration:
@@ -159,6 +162,8 @@ class UsageStream(StepStream):
 
     def ready(self) -> bytes | None:
         """What has arrived already, tallied as ``__anext__`` would (None: nothing to hand on yet)."""
+        if self._later:
+            self._tally_later()
         chunk = self._inner.ready()
         if chunk is None or not self._scan:
             return chunk
@@ -194,14 +199,32 @@ class UsageStream(StepStream):
             return b"" if self._strip else chunk
         end = cut + len(sep)
         self._tail = data[end:]
-        events = data[:cut].split(sep)
+        complete = data[:cut]
+        if not self._strip or b'"usage"' not in complete:
+            # Nothing to take out: the bytes go on first, the tally (arrival time kept) after.
+            self._later.append((complete, perf_counter()))
+            return data[:end] if self._strip else chunk
+        events = complete.split(sep)
+        dropped = self._tally_events(events, perf_counter())
+        if dropped < 0:
+            return data[:end]
+        del events[dropped]
+        return b"".join(e + sep for e in events)
+
+    def _tally_later(self) -> None:
+        later = self._later
+        self._later = []
+        sep = self._sep
+        for complete, stamp in later:
+            self._tally_events(complete.split(sep), stamp)
+
+    def _tally_events(self, events: list[bytes], stamp: float) -> int:
+        """Count content and usage in complete events that arrived at ``stamp``; the index of
+        the usage-only event to take out (-1: none)."""
         dropped = -1
-        stamp = 0.0
         tally = self._tally
         for i, event in enumerate(events):
             if has_content(event):
-                if not stamp:
-                    stamp = perf_counter()
                 tally.content(stamp)
             elif b'"usage"' in event:
                 counts = event_usage(event)
@@ -209,17 +232,14 @@ class UsageStream(StepStream):
                     tally.usage(*counts)
                     if self._strip and _is_usage_only(event):
                         dropped = i
-        if not self._strip:
-            return chunk
-        if dropped < 0:
-            return data[:end]
-        del events[dropped]
-        return b"".join(e + sep for e in events)
+        return dropped
 
     def _end(self) -> None:
         if self._ended:
             return
         self._ended = True
+        if self._later:
+            self._tally_later()
         if self._plain:
             counts = plain_usage(b"".join(self._plain))
             if counts is not None:
