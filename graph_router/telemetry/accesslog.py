@@ -275,7 +275,8 @@ class AccessLog:
         return " ".join(parts)
 
     def request_with(self, fields: list[tuple[str, object]], warning: bool, graph: str, status: object,
-                     total: float, own: float, request_id: object, trace_id: object, cause: object) -> None:
+                     total: float, own: float, request_id: object, trace_id: object, cause: object,
+                     endpoint: object = None) -> None:
         """``request``'s line with ``fields`` after the usual ones (the LLM figures, graph_router/llm)."""
         writer = self.writer
         if writer is None:
@@ -283,12 +284,14 @@ class AccessLog:
                 "graph": graph, "status": status, "duration_ms": round(total * 1000, 3),
                 "router_ms": round(own * 1000, 3), "request_id": request_id, "trace_id": trace_id,
             }
+            if endpoint is not None:
+                record["endpoint"] = endpoint
             if cause is not None:
                 record["cause"] = cause
             record.update(fields)
             self.logger.log(WARNING if warning else INFO, MESSAGE, extra={FIELDS: record})
             return
-        line = self.line(warning, graph, status, total, own, request_id, trace_id, cause, time.time())
+        line = self.line(warning, graph, status, total, own, request_id, trace_id, cause, time.time(), endpoint)
         if self.json:
             line = line[:-1] + "".join(f",{_json(k)}:{_json(v)}" for k, v in fields) + "}"
         else:

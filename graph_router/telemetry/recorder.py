@@ -290,7 +290,7 @@ class RequestProbe:
         if access.enabled(warning):
             if self.llm is not None:  # with the LLM figures (graph_router/llm) after the usual fields
                 access.request_with(self.llm.fields(), warning, self.series.name, status, total, own,
-                                    self.request_id, self.trace_id, cause)
+                                    self.request_id, self.trace_id, cause, self.endpoint)
                 return
             access.request(warning, self.series.name, status, total, own, self.request_id, self.trace_id, cause,
                            self.endpoint)
