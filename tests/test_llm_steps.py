@@ -459,3 +459,65 @@ async def test_the_request_span_carries_the_genai_figures(start_service: Any, st
     assert streamed.attributes["gen_ai.usage.output_tokens"] == len(PIECES)
     assert float(streamed.attributes["gen_ai.server.time_to_first_token_ms"]) > 0  # type: ignore[arg-type]
     assert plain.attributes["gen_ai.usage.output_tokens"] == 4
+
+
+async def test_answers_without_usage_count_no_tokens(start_service: Any, start_router: Any) -> None:
+    """A service that never reports usage (plain, and a stream that ignores stream_options): the
+    answers pass untouched, no tokens are counted, time to first token still is."""
+    log: list[dict[str, Any]] = []
+
+    async def no_usage(request: web.Request) -> web.StreamResponse:
+        doc = await request.json()
+        log.append(doc)
+        if not doc.get("stream"):
+            return await openai_service([], usage_in_plain=False)(request)  # aiohttp keeps the body read
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(stream_bytes(STREAM))  # what it would send without being asked for usage
+        await resp.write_eof()
+        return resp
+
+    svc = await start_service({"/v1/chat/completions": no_usage})
+    router = await serve(start_router, svc.url("/v1/chat/completions"))
+    status, plain, _ = await router.post(CHAT)
+    assert status == 200 and b'"usage"' not in plain
+    _, streamed, _ = await router.post(STREAM)
+    assert streamed == stream_bytes(STREAM)
+    assert log[1]["stream_options"] == {"include_usage": True}
+    series = llm_series(router)
+    assert (series.prompt, series.completion) == (0, 0)
+    assert sum(series.ttft) == 1
+
+
+async def test_a_timeout_moves_on_to_the_fallback(start_service: Any, start_router: Any) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response({})
+
+    small: list[dict[str, Any]] = []
+    primary = await start_service({"/v1/chat/completions": slow})
+    fallback = await start_service({"/v1/chat/completions": openai_service(small)})
+    extensions = with_fallback(fallback.url("/v1/chat/completions"))
+    extensions["steps"]["root/llm"]["policy"] = {"timeoutSeconds": 0.2}
+    router = await serve(start_router, primary.url("/v1/chat/completions"), extensions, settings=NO_BREAKER)
+    started = time.perf_counter()
+    status, _, headers = await router.post(CHAT)
+    assert status == 200 and headers["X-Graph-Fallback"] == "0" and len(small) == 1
+    assert time.perf_counter() - started < 1.5
+
+
+async def test_an_open_circuit_moves_on_to_the_fallback_at_once(start_service: Any, start_router: Any) -> None:
+    """Past 5 failures the primary's breaker opens: the next calls go to the fallback without
+    reaching the primary."""
+    big: list[dict[str, Any]] = []
+    small: list[dict[str, Any]] = []
+    primary = await start_service({"/v1/chat/completions": openai_service(big, status=503)})
+    fallback = await start_service({"/v1/chat/completions": openai_service(small)})
+    router = await serve(start_router, primary.url("/v1/chat/completions"),
+                         with_fallback(fallback.url("/v1/chat/completions")))
+    for _ in range(8):
+        status, _, headers = await router.post(CHAT, headers={"X-Graph-Explain": "1"})
+        assert status == 200 and headers["X-Graph-Fallback"] == "0"
+    assert len(big) == 5 and len(small) == 8
+    attempts = [e for e in orjson.loads(headers["X-Graph-Explain"]) if "attempt" in e]
+    assert "circuit open" in str(attempts[0]["error"])
