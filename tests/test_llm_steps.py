@@ -521,3 +521,24 @@ async def test_an_open_circuit_moves_on_to_the_fallback_at_once(start_service: A
     assert len(big) == 5 and len(small) == 8
     attempts = [e for e in orjson.loads(headers["X-Graph-Explain"]) if "attempt" in e]
     assert "circuit open" in str(attempts[0]["error"])
+
+
+def test_llm_series_add_up_across_workers() -> None:
+    """Each --workers process keeps its own series; a scrape sums them (older snapshots lack them)."""
+    from graph_router.telemetry.metrics import Metrics, merge, render
+
+    one, two = Metrics(), Metrics()
+    for m, tokens in ((one, 10), (two, 5)):
+        series = m.llm.step("g", "root", "llm")
+        series.prompt += tokens
+        series.observe_ttft(0.2)
+        m.llm.fallback("g", "root", "llm", "http://small/v1/chat/completions")
+        m.llm.rejected("g", "default", "requestsPerSecond")
+    old = Metrics().snapshot()
+    del old["llm"]
+    text = render(merge([one.snapshot(), two.snapshot(), old])).decode()
+    assert 'graph_router_llm_tokens_total{graph="g",node="root",step="llm",kind="prompt"} 15' in text
+    assert 'graph_router_step_time_to_first_token_seconds_count{graph="g",node="root",step="llm"} 2' in text
+    assert ('graph_router_fallbacks_total{graph="g",node="root",step="llm",'
+            'to="http://small/v1/chat/completions"} 2') in text
+    assert 'graph_router_budget_rejections_total{graph="g",tenant="default",limit="requestsPerSecond"} 2' in text
