@@ -10,18 +10,36 @@ or with a mirror, gets a :class:`StepRoute` at plan time, which picks per call:
 - ``balance: roundRobin``: in turn (a baseline, mostly for comparisons);
 - ``affinity``: consistent hashing with bounded load. A key from the request (a GJSON
   path into the body, cut to ``prefixChars``, or a header) is hashed onto a ring of
-  virtual points; the first endpoint clockwise that has room answers, so the same
-  prompt prefix reaches the same replica (its KV cache). Room: its share of the step's
-  last ``64 x endpoints`` calls stays within 1.25x the mean, and its calls outstanding
-  within 2x the mean. The load bound counts recent calls rather than only those in
-  flight because a cache miss is slow: counting in-flight calls alone, every slow miss
-  would push keys off their replica, miss again there, and cascade (measured: about 85%
-  hits instead of 95% in ``loadtests/affinity.py``); the in-flight guard still moves
-  keys off a replica that stalls.
+  virtual points; the same prompt prefix reaches the same replica (its KV cache).
+  Two bounds, one on keys and one on calls:
+
+  - keys: the keys seen at least twice in the step's last ``64 x endpoints`` keyed calls
+    (active keys) are shared so that no endpoint holds more than its mean, rounded up:
+    rank by rank, each key bids for the next endpoint of its ring order, and an endpoint
+    takes bidders in hash order until it is full. A key stays at its ring owner unless
+    that owner has more than its share, and only that excess moves, to the nearest
+    endpoint with room; the sharing depends only on which keys are active and which
+    endpoints are up, so every worker and router replica seeing the same traffic agrees,
+    and an overflowed key stays where it went however calls fluctuate. Shares are
+    recomputed when the active keys or the endpoints up change, at most once per 32
+    keyed calls (the cost grows with the active keys); a key not yet shared goes by the
+    ring. One-off keys (every prompt unique) never become active and cost nothing. A replica's
+    cache needs room for its share of prefixes, not for the ring's uneven split (32
+    prompts on 4 endpoints give one 10 or 11 of them: measured, 76-84% hits with caches
+    of 8 instead of 97%).
+  - calls: the endpoint answers if its share of the step's last ``64 x endpoints``
+    calls stays within 1.25x the mean, and its calls outstanding within 2x the mean;
+    otherwise the next endpoint clockwise with room does, for that call. The bound
+    counts recent calls rather than only those in flight because a cache miss is slow:
+    counting in-flight calls alone, every slow miss would push keys off their replica,
+    miss again there, and cascade (measured: about 85% hits instead of 95%); the
+    in-flight guard still moves keys off a replica that stalls.
 
 An endpoint whose circuit breaker is open (:mod:`graph_router.breaker`, per host:port)
-is skipped: its keys move to their next endpoint on the ring, and come back when its
-probe succeeds. Removing an endpoint removes only its points, so only its keys move.
+is skipped: its keys move to their next endpoint on the ring (at the next sharing, to
+the nearest with room: keys at home elsewhere stay, since each share only grows), and
+come back when its probe succeeds. Removing an endpoint removes only its points, so
+with no key over a share only its keys move.
 """
 
 from __future__ import annotations
@@ -54,7 +72,10 @@ ENDPOINTS_ANNOTATION = "graph-router.io/endpoints"  # serviceUrl -> [endpoint UR
 VIRTUAL_POINTS = 160  # per endpoint: enough that four endpoints share the ring within a few percent
 LOAD_FACTOR = 1.25  # the bound on an endpoint's share of recent calls, over the mean
 IN_FLIGHT_FACTOR = 2.0  # the bound on its calls outstanding, over the mean
-WINDOW_PER_ENDPOINT = 64  # recent calls counted per endpoint
+WINDOW_PER_ENDPOINT = 64  # recent calls counted per endpoint, for the load bound
+KEY_WINDOW_PER_ENDPOINT = 64  # recent keyed calls per endpoint whose keys are balanced
+KEY_LOAD_FACTOR = 1  # active keys per endpoint: at most their mean, rounded up
+REBALANCE_CALLS = 32  # keyed calls at least between two rebalances (its cost grows with the active keys)
 
 
 def split_endpoints(value: str) -> list[str]:
@@ -185,6 +206,18 @@ class EndpointSet:
         self._index = {id(e): n for n, e in enumerate(self.endpoints)}
         self._turn = 0
         self._rng = rng or random.Random()
+        # Keys, for affinity: the hashes of the last ``_key_window_size`` keys, how often each
+        # occurs there, and the ring order of each (computed once per stay in the window).
+        self.key_window: deque[int] = deque()
+        self.key_counts: dict[int, int] = {}
+        self._orders: dict[int, list[int]] = {}
+        self._key_window_size = KEY_WINDOW_PER_ENDPOINT * len(self.endpoints)
+        self.active: set[int] = set()  # keys seen twice since they entered the window
+        self.homes: dict[int, int] = {}  # active key -> endpoint index, from the last rebalance
+        self._dirty = False
+        self._balanced_at = -REBALANCE_CALLS  # the key count (``_seen``) at the last rebalance
+        self._seen = 0
+        self._alive: tuple[int, ...] = ()  # the endpoints up at the last rebalance
 
     def pick(self, body: bytes, headers: CIMultiDict[str], breakers: CircuitBreakers | None,
              tried: Sequence[Endpoint] = ()) -> Endpoint:
@@ -193,16 +226,19 @@ class EndpointSet:
         ``tried``: endpoints this call already failed on (a retry goes elsewhere when it can).
         """
         endpoints = self.endpoints
-        up = endpoints if breakers is None else [e for e in endpoints if not breakers.is_open(e.key)]
-        if not up:
-            up = endpoints  # every circuit open: the call fails fast with the breaker's 503
+        alive = endpoints if breakers is None else [e for e in endpoints if not breakers.is_open(e.key)]
+        if not alive:
+            alive = endpoints  # every circuit open: the call fails fast with the breaker's 503
+        up = alive
         if tried:
             untried = [e for e in up if e not in tried]
             up = untried or up
         if self.keys is not None:
             key = self.keys.key(body, headers)
             if key is not None:
-                return self.by_key(key, up)
+                h = _hash(key)
+                self.remember(h, alive)
+                return self._by_hash(h, up)
         if len(up) == 1:
             return up[0]
         if self.round_robin:
@@ -219,15 +255,101 @@ class EndpointSet:
         if len(self.window) > self._window_size:
             self.recent[self.window.popleft()] -= 1
 
+    def remember(self, h: int, alive: Sequence[Endpoint]) -> None:
+        """Count the key (hash ``h``) of a call, and rebalance the active keys when they changed.
+
+        A key becomes active on its second call within the window (a key seen once has
+        nothing cached to come back to, and one-off keys would otherwise churn the set) and
+        stays active until it leaves the window.
+        """
+        window = self.key_window
+        counts = self.key_counts
+        window.append(h)
+        n = counts.get(h, 0) + 1
+        counts[h] = n
+        if n == 1:
+            self._orders[h] = self.ring.order(h)
+        elif n == 2:
+            self.active.add(h)
+            self._dirty = True
+        if len(window) > self._key_window_size:
+            old = window.popleft()
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
+                del counts[old], self._orders[old]
+                if old in self.active:
+                    self.active.discard(old)
+                    self._dirty = True
+        self._seen += 1
+        if len(alive) != len(self._alive) or (len(alive) < len(self.endpoints) and tuple(
+                self._index[id(e)] for e in alive) != self._alive):
+            self._dirty = True
+        if self._dirty and self._seen - self._balanced_at >= REBALANCE_CALLS:
+            self.rebalance(alive)
+
+    def rebalance(self, alive: Sequence[Endpoint]) -> None:
+        """Share the active keys among the endpoints up, at most ``ceil(keys / endpoints)`` each.
+
+        Rank by rank: first every key bids for the first endpoint of its ring order, then
+        those left over for their second, and so on; an endpoint takes bidders in hash order
+        until it holds its share. The result depends only on the set of active keys and of
+        endpoints up, never on the order calls came in, so every worker and router replica
+        that sees the same traffic makes the same choice. A key at its ring owner stays there
+        while the owner is up and no more keys bid for it first; when an endpoint goes down,
+        the other shares only grow, so the keys at home elsewhere stay.
+        """
+        index = self._index
+        self._alive = tuple(index[id(e)] for e in alive)
+        self._dirty = False
+        self._balanced_at = self._seen
+        pending = sorted(self.active)
+        homes: dict[int, int] = {}
+        if pending:
+            up = [False] * len(self.endpoints)
+            for n in self._alive:
+                up[n] = True
+            share = -(-len(pending) * KEY_LOAD_FACTOR // len(self._alive))
+            held = [0] * len(self.endpoints)
+            orders = self._orders
+            for rank in range(len(self.endpoints)):
+                rest: list[int] = []
+                for h in pending:
+                    n = orders[h][rank]
+                    if up[n] and held[n] < share:
+                        homes[h] = n
+                        held[n] += 1
+                    else:
+                        rest.append(h)
+                if not rest:
+                    break
+                pending = rest
+        self.homes = homes
+
+    def home(self, key: str) -> str | None:
+        """The URL of the endpoint the last rebalance gave ``key``, if the key is active."""
+        index = self.homes.get(_hash(key))
+        return None if index is None else self.endpoints[index].url
+
     def by_key(self, key: str, up: Sequence[Endpoint]) -> Endpoint:
-        """Consistent hashing with bounded load: the first endpoint clockwise with room."""
+        """Consistent hashing with bounded load: the key's endpoint if it has room, else the next with room."""
+        return self._by_hash(_hash(key), up)
+
+    def _by_hash(self, h: int, up: Sequence[Endpoint]) -> Endpoint:
         # Counting this call, within 1.25x the mean (and at least one call: the window may be empty).
         share = max(1.0, LOAD_FACTOR * (len(self.window) + 1) / len(up))
         in_flight = math.ceil(IN_FLIGHT_FACTOR * (self.in_flight + 1) / len(up))
         endpoints = self.endpoints
         recent = self.recent
+        home = self.homes.get(h)
+        if home is not None:
+            e = endpoints[home]
+            if e in up and recent[home] + 1 <= share and e.outstanding < in_flight:
+                return e
         first: Endpoint | None = None
-        for index in self.ring.order(_hash(key)):
+        order = self._orders.get(h)
+        for index in order if order is not None else self.ring.order(h):
             e = endpoints[index]
             if e not in up:
                 continue
