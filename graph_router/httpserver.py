@@ -160,7 +160,8 @@ class ServerConnection:
         limits = server.limits
         self._reader = RequestReader(ReaderLimits(limits.max_header_bytes, limits.max_body_bytes), server.budget)
         self.transport: asyncio.Transport | None = None
-        self._queue: deque[Request | Rejection] = deque()
+        # The reader's events are the queue of what is to be answered, in stream order.
+        self._queue: deque[Request | Rejection] = self._reader.events
         # One task per connection, started with its first request and kept for its life:
         # waking it for the next request costs less than creating a task per request.
         self._task: asyncio.Task[None] | None = None
@@ -194,13 +195,7 @@ class ServerConnection:
             task.cancel()  # the client left: stop the work it started
         if self._writable is not None and not self._writable.done():
             self._writable.set_exception(ConnectionResetError("client disconnected"))
-        budget = self._server.budget
-        for event in self._queue:
-            if isinstance(event, Request) and event.held:
-                budget.give(event.held)
-                event.held = 0
-        self._queue.clear()
-        self._reader.close()
+        self._reader.close()  # gives back what queued requests held, and empties the queue
 
     def eof_received(self) -> bool:
         """The client closed its side: treat it as gone, as Go's net/http and nginx do.
@@ -280,8 +275,9 @@ class ServerConnection:
         if self._closed or self._lingering:
             return  # after an error answer, what the client still sends is discarded
         reader = self._reader
+        queued = len(self._queue)
         reader.feed(data)
-        if reader.events:
+        if len(self._queue) > queued:  # new requests (or a rejection) completed
             self._take_events()
         if reader.in_message:
             if not self._reading:
@@ -292,13 +288,10 @@ class ServerConnection:
                 self._send_continue()
 
     def _take_events(self) -> None:
-        events = self._reader.events
-        queue = self._queue
-        while events:
-            queue.append(events.popleft())
+        """The reader queued requests or a rejection: stop the read clock, wake the answering task."""
         self._reading = False
         self._disarm()
-        if len(queue) > self._server.limits.max_pipelined and self.transport is not None:
+        if len(self._queue) > self._server.limits.max_pipelined and self.transport is not None:
             self.transport.pause_reading()
         if self._task is None:
             self._task = self._loop.create_task(self._serve_queue())
@@ -336,7 +329,7 @@ class ServerConnection:
             finally:
                 self._handling = False
                 if event.held:
-                    budget.give(event.held)
+                    budget.used -= event.held
                     event.held = 0
 
     def _between_requests(self) -> bool:
@@ -358,7 +351,6 @@ class ServerConnection:
     async def _answer(self, request: Request) -> None:
         if self.transport is not None and len(self._queue) <= self._server.limits.max_pipelined:
             self.transport.resume_reading()
-        request.connection = self
         self.handler_deadline = self._loop.time() + self._server.limits.write_timeout
         try:
             answer = await self._server.handler(request)
@@ -402,7 +394,7 @@ class ServerConnection:
         assert self.transport is not None
         status = answer.status
         parts = self._head(status, answer.content_type, answer.headers, request, last)
-        if body_allowed(status):
+        if status >= 200 and status != 204 and status != 304:  # rules.body_allowed, inlined
             parts.append(b"Content-Length: %d\r\n\r\n" % len(answer.body))
             if not request.head_only:
                 parts.append(answer.body)

@@ -49,9 +49,14 @@ cdef class RequestReader:
     cdef public int _hosts
     cdef public bint _bad_host
     cdef public bint _bad_coding
+    cdef public bint _upgrade
+    cdef public bytes _good_host
+    cdef public bytes _method
+    cdef public bint _http10
     cdef public Py_ssize_t _declared
     cdef public bint _expect_continue
 
+    cpdef feed(self, bytes data)
     cpdef _reset(self)
     cpdef _head_over(self)
     cpdef _drop_body(self)

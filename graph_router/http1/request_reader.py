@@ -146,6 +146,9 @@ class RequestReader:
         self._parser: Any = httptools.HttpRequestParser(self)
         self._meter = HeadMeter(limits.max_header_bytes)
         self._began = False
+        self._good_host = b""  # the last Host value found valid
+        self._method = b""
+        self._http10 = False
         self._reset()
 
     def _reset(self) -> None:
@@ -159,6 +162,7 @@ class RequestReader:
         self._hosts = 0
         self._bad_host = False
         self._bad_coding = False
+        self._upgrade = False
         self._declared = 0
         self._expect_continue = False
         self._meter.reset()
@@ -202,9 +206,10 @@ class RequestReader:
         self.stopped = True
         self._parser = None
         self._drop_body()
+        budget = self.budget
         for event in self.events:
             if isinstance(event, Request) and event.held:
-                self.budget.give(event.held)
+                budget.used -= event.held
                 event.held = 0
         self.events.clear()
 
@@ -234,8 +239,12 @@ class RequestReader:
         n = len(name)
         if n == 4 and name.lower() == b"host":
             self._hosts += 1
-            if not valid_host(value):
-                self._bad_host = True
+            # A connection's requests repeat one Host: check a value once, not per request.
+            if value != self._good_host:
+                if valid_host(value):
+                    self._good_host = value
+                else:
+                    self._bad_host = True
         elif n == 14 and name.lower() == b"content-length":
             # llhttp has already refused a malformed or conflicting length.
             self._declared = int(value) if value.isdigit() else 0
@@ -243,33 +252,39 @@ class RequestReader:
             self._expect_continue = True
         elif n == 17 and name.lower() == b"transfer-encoding" and value.strip().lower() != b"chunked":
             self._bad_coding = True
+        elif n == 7 and name.lower() == b"upgrade":
+            self._upgrade = True
 
     def on_headers_complete(self) -> None:
         if self.stopped:
             return
         self._head_done = True
         parser = self._parser
+        self._method = method = parser.get_method()
         version = parser.get_http_version()
-        http10 = version == "1.0"
+        self._http10 = http10 = version == "1.0"
         if version != "1.1" and not http10:
             if version == "0.9":
                 self._reject(400, "Bad Request", "the request line has no HTTP version")
             else:
                 self._reject(505, "HTTP Version Not Supported", f"HTTP/{version} is not supported; use HTTP/1.1")
             return
-        if parser.should_upgrade():
-            if parser.get_method() == b"CONNECT":
+        # llhttp stops at an upgrade (CONNECT, or Upgrade with Connection: upgrade); ask it
+        # only when one is possible.
+        if (self._upgrade or method == b"CONNECT") and parser.should_upgrade():
+            if method == b"CONNECT":
                 self._reject(405, "Method Not Allowed", "CONNECT is not supported: this is not a forward proxy",
                              [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")])
             else:
                 self._reject(400, "Bad Request", "protocol upgrades are not supported")
             return
-        if self._hosts > 1:
-            self._reject(400, "Bad Request", "the request has more than one Host header")
-            return
-        if self._hosts == 0 and not http10:
-            self._reject(400, "Bad Request", "an HTTP/1.1 request must have a Host header")
-            return
+        if self._hosts != 1:
+            if self._hosts > 1:
+                self._reject(400, "Bad Request", "the request has more than one Host header")
+                return
+            if not http10:
+                self._reject(400, "Bad Request", "an HTTP/1.1 request must have a Host header")
+                return
         if self._bad_host:
             self._reject(400, "Bad Request", "the Host header is not a valid host[:port]")
             return
@@ -277,15 +292,17 @@ class RequestReader:
             self._reject(501, "Not Implemented", "only the chunked transfer coding is supported")
             return
         declared = self._declared
-        if declared > self.limits.max_body_bytes:
-            self._reject(413, "Request Entity Too Large",
-                         f"request body of {declared} bytes is over the "
-                         f"{self.limits.max_body_bytes}-byte limit")
-            return
-        if declared > 0 and not self.budget.fits(declared):
-            self._reject(503, "Service Unavailable", "the router is buffering too many request bodies",
-                         RETRY_LATER)
-            return
+        if declared:
+            if declared > self.limits.max_body_bytes:
+                self._reject(413, "Request Entity Too Large",
+                             f"request body of {declared} bytes is over the "
+                             f"{self.limits.max_body_bytes}-byte limit")
+                return
+            budget = self.budget
+            if budget.used + declared > budget.cap:
+                self._reject(503, "Service Unavailable", "the router is buffering too many request bodies",
+                             RETRY_LATER)
+                return
         if self._expect_continue and not http10 and declared != 0:
             self.continue_wanted = True
 
@@ -298,10 +315,12 @@ class RequestReader:
             self._reject(413, "Request Entity Too Large",
                          f"request body is over the {self.limits.max_body_bytes}-byte limit")
             return
-        if not self.budget.take(n):
+        budget = self.budget
+        if budget.used + n > budget.cap:
             self._reject(503, "Service Unavailable", "the router is buffering too many request bodies",
                          RETRY_LATER)
             return
+        budget.used += n
         self._held = size
         held = self._body
         if held is None:
@@ -332,21 +351,22 @@ class RequestReader:
             path, query = parsed.path or b"/", parsed.query or b""
         held = self._body
         request = Request(
-            parser.get_method().decode("latin-1"),
+            self._method.decode("latin-1"),
             path.decode("latin-1"),
-            query.decode("latin-1"),
+            query.decode("latin-1") if query else "",
             self._headers,
             b"" if held is None else (held if isinstance(held, bytes) else bytes(held)),
         )
         request.held = self._held
-        request.http10 = parser.get_http_version() == "1.0"
-        request.keep_alive = parser.should_keep_alive()
+        request.http10 = self._http10
+        request.keep_alive = keep_alive = parser.should_keep_alive()
+        # What the next message needs is set up at its beginning (on_message_begin).
         self._body = None
         self._held = 0
-        self.events.append(request)
-        self._reset()
+        self.in_message = False
         self.continue_wanted = False
-        if not request.keep_alive:
+        self.events.append(request)
+        if not keep_alive:
             self.stopped = True  # the client said this is the last request (RFC 9112 §9.6)
 
     # --- rejections -------------------------------------------------------------------
@@ -369,7 +389,7 @@ class RequestReader:
 
     def _drop_body(self) -> None:
         if self._held:
-            self.budget.give(self._held)
+            self.budget.used -= self._held
             self._held = 0
         self._body = None
 
