@@ -28,7 +28,7 @@ from ..server import GRAPH_FAILED
 from ..spec import InferenceGraph
 from ..upstream import StepStream, UpstreamClient
 from ..validation import warnings
-from .serve import parse_services
+from .serve import stub_specs
 
 
 def register(sub: Any) -> None:
@@ -56,15 +56,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..localtest.suite import StubSpec, SuiteError, load_services
-
     graph = load_graph_file(args.graph)
-    try:
-        specs = load_services(args.services) if args.services else {}
-    except SuiteError as exc:
-        raise GraphError(str(exc)) from exc
-    for name, url in parse_services(args.service).items():
-        specs[name] = StubSpec(url=url)
+    specs = stub_specs(args)
     body = _read_data(args.data)
     if body and not args.data.startswith("@"):
         try:

@@ -155,7 +155,7 @@ def _graph(args: argparse.Namespace) -> InferenceGraph:
     return load_graph_file(path, name=args.name)
 
 
-def _stub_specs(args: argparse.Namespace) -> dict[str, StubSpec]:
+def stub_specs(args: argparse.Namespace) -> dict[str, StubSpec]:
     """--services FILE, then --service flags over it; empty when neither is given."""
     from ..localtest.suite import StubSpec, SuiteError, load_services
 
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logs(args.log_format)
     if args.graph_file is not None and (args.graph is not None or args.graph_json is not None):
         raise UsageError("give the graph once: GRAPH, --graph FILE or --graph-json JSON")
-    specs = _stub_specs(args)
+    specs = stub_specs(args)
     stubbed = any(s.is_stub for s in specs.values())
     if args.reload and stubbed:
         raise GraphError("--services with stubs cannot be combined with --reload (give URLs, or drop --reload)")

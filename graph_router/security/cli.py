@@ -13,18 +13,8 @@ from .settings import AuthSettings, SecuritySettings
 from .tls import OPENSHIFT_CERT_FILE, OPENSHIFT_KEY_FILE, server_context
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
-    return value
-
-
 def add_security_flags(p: argparse.ArgumentParser) -> None:
-    from ..commands.serve import port_number
+    from ..commands.serve import non_negative_float, port_number
 
     g = p.add_argument_group("security (see README: Security)")
     g.add_argument("--tls-cert-file", metavar="FILE",
@@ -41,9 +31,9 @@ def add_security_flags(p: argparse.ArgumentParser) -> None:
                    help="the InferenceGraph whose get permission --enable-auth checks (default: --name)")
     g.add_argument("--auth-namespace", metavar="NS",
                    help="its namespace (default: $POD_NAMESPACE, else the service account's namespace)")
-    g.add_argument("--auth-cache-seconds", type=_seconds, default=60.0, metavar="S",
+    g.add_argument("--auth-cache-seconds", type=non_negative_float, default=60.0, metavar="S",
                    help="how long an auth decision is reused (default 60)")
-    g.add_argument("--auth-timeout-seconds", type=_seconds, default=5.0, metavar="S",
+    g.add_argument("--auth-timeout-seconds", type=non_negative_float, default=5.0, metavar="S",
                    help="a review slower than this answers 503 (default 5)")
     g.add_argument("--metrics-auth", action="store_true",
                    help="with --enable-auth, /metrics needs a token too (default: open, as /readyz)")
