@@ -43,6 +43,14 @@ def _error_response(status: int, cause: str, error: str = GRAPH_FAILED) -> Respo
     return Response(status, error_body(error, cause), JSON)
 
 
+def _refusal_cause(denied: Response) -> str:
+    """The log line's cause for an auth refusal: its status and X-Forbidden-Reason."""
+    for name, value in denied.headers or ():
+        if name == "X-Forbidden-Reason":
+            return f"refused ({denied.status}): {value}"
+    return f"refused ({denied.status})"
+
+
 def _content_type(body: bytes) -> str:
     """application/json for valid JSON (as KServe); otherwise a plain sniff, like Go's."""
     try:
@@ -169,10 +177,6 @@ class Router:
                 if denied is not None:
                     return denied
             return await self.telemetry.scrape()
-        if self.auth is not None:
-            denied = await self.auth.check(request.header("authorization"))
-            if denied is not None:
-                return denied
         plan, series = self._plan, self._series
         if plan is None or series is None:
             return _error_response(503, "no graph is loaded yet", error="Service Unavailable")
@@ -183,6 +187,10 @@ class Router:
                                      error="Service Unavailable")
             answer.headers = [("Retry-After", "1")]
             return probe.end(answer, "overloaded")
+        if self.auth is not None:  # --enable-auth: a refusal is counted and logged, and runs nothing
+            denied = await self.auth.check(request.header("authorization"))
+            if denied is not None:
+                return probe.end(denied, _refusal_cause(denied))
         if plan.budgets is not None:  # tenant budgets (graph_router/llm): over budget, the graph does not run
             refused = admit(plan.budgets, probe, request.headers)
             if refused is not None:

@@ -70,6 +70,9 @@ async def test_denied_requests_never_run_the_graph(fake: FakeKube, tmp_path: Pat
     assert body.startswith(b'{"error":"' + (b"Unauthorized" if status == 401 else b"Forbidden"))
     assert ("WWW-Authenticate" in got) == (status == 401)
     assert svc.received == []
+    async with running.session.get(running.url + "/metrics") as resp:
+        scraped = await resp.text()
+    assert f'graph_router_requests_total{{graph="test",code="{status}"}} 1' in scraped
     auth.close()
 
 
