@@ -92,7 +92,8 @@ class BufferBudget:
 
     Bodies are buffered whole before the graph runs; without a cap, many clients each
     sending a large body at once could take all memory. Counted as bytes arrive and
-    given back when the request's answer is done or its connection is lost.
+    given back when the request's answer is done or its connection is lost (the reader
+    and the server adjust ``used`` directly: a C-level field in the compiled build).
     """
 
     __slots__ = ("cap", "used")
@@ -100,19 +101,6 @@ class BufferBudget:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.used = 0
-
-    def fits(self, n: int) -> bool:
-        return self.used + n <= self.cap
-
-    def take(self, n: int) -> bool:
-        """Hold ``n`` more bytes; False (nothing held) when that would pass the cap."""
-        if self.used + n > self.cap:
-            return False
-        self.used += n
-        return True
-
-    def give(self, n: int) -> None:
-        self.used -= n
 
 
 class ReaderLimits:
@@ -125,7 +113,6 @@ class ReaderLimits:
         self.max_body_bytes = max_body_bytes
 
 
-_NO_HEADERS: list[tuple[str, str]] = []
 RETRY_LATER = [("Retry-After", "1")]
 
 
