@@ -10,6 +10,7 @@ cdef class _DateHeader:
     cpdef bytes get(self)
 
 cdef _DateHeader _DATE
+cdef dict _STATUS_LINES
 
 cdef class ServerConnection:
     cdef public HTTPServer _server

@@ -1,5 +1,8 @@
 # Cython declarations for server.py (an augmenting .pxd; see httpserver.pxd).
 from .executor cimport Executor
+from .http1.request_reader cimport Request
+from .telemetry.recorder cimport RequestProbe
+from .upstream cimport StepResponse
 
 cdef class Router:
     cdef public object settings

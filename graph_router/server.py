@@ -16,7 +16,6 @@ from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from typing import Any
 
-import orjson
 from multidict import CIMultiDict
 
 from . import compiled_modules
@@ -25,13 +24,15 @@ from .executor import Executor
 from .http1 import content_coding
 from .http1.request_reader import Request  # not through httpserver: compiled, it cimports Request
 from .httpserver import HTTPServer, Response, ServerLimits, StreamingResponse, TLSContexts, error_body
+from .jsonsyntax import valid as valid_json
 from .llm.answer import admit
 from .plan import GraphPlan, Timeouts
 from .security.auth import Authorizer
 from .security.headers import graph_propagator
 from .security.tls import ReloadingServerContext, apply_step_tls
 from .settings import ServerSettings
-from .telemetry import RequestProbe, Telemetry, WorkerGroup, tracer_from_env
+from .telemetry import Telemetry, WorkerGroup, tracer_from_env
+from .telemetry.recorder import RequestProbe
 from .upstream import StepResponse, StepStream, UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -52,12 +53,9 @@ def _refusal_cause(denied: Response) -> str:
 
 
 def _content_type(body: bytes) -> str:
-    """application/json for valid JSON (as KServe); otherwise a plain sniff, like Go's."""
-    try:
-        orjson.loads(body)
+    """application/json when Go's json.Valid accepts the body (as KServe); otherwise a plain sniff."""
+    if valid_json(body):
         return JSON
-    except orjson.JSONDecodeError:
-        pass
     try:
         body.decode("utf-8")
         return "text/plain; charset=utf-8"
@@ -180,7 +178,7 @@ class Router:
         plan, series = self._plan, self._series
         if plan is None or series is None:
             return _error_response(503, "no graph is loaded yet", error="Service Unavailable")
-        probe = self.telemetry.begin(plan, series, request)
+        probe: RequestProbe = self.telemetry.begin(plan, series, request)
         if self._in_flight >= self.settings.max_in_flight:
             # Shed load at once rather than queue without bound; the client may retry.
             answer = _error_response(503, f"more than {self.settings.max_in_flight} requests in flight",
@@ -201,6 +199,7 @@ class Router:
         # serverWrite is enforced by the HTTP server: past it the connection is closed
         # and this handler cancelled, as Go's WriteTimeout cuts KServe's answer off.
         self._in_flight += 1
+        result: StepResponse
         try:
             if plan.deadline is None:
                 result = await self._executor.run(plan, request.body, headers, probe.explain, probe)

@@ -50,6 +50,7 @@ cdef class RequestReader:
     cdef public bint _bad_host
     cdef public bint _bad_coding
     cdef public bint _upgrade
+    cdef public bint _connection
     cdef public bytes _good_host
     cdef public bytes _method
     cdef public bint _http10

@@ -150,6 +150,7 @@ class RequestReader:
         self._bad_host = False
         self._bad_coding = False
         self._upgrade = False
+        self._connection = False
         self._declared = 0
         self._expect_continue = False
         self._meter.reset()
@@ -241,6 +242,8 @@ class RequestReader:
             self._bad_coding = True
         elif n == 7 and name.lower() == b"upgrade":
             self._upgrade = True
+        elif n == 10 and name.lower() == b"connection":
+            self._connection = True
 
     def on_headers_complete(self) -> None:
         if self.stopped:
@@ -248,7 +251,10 @@ class RequestReader:
         self._head_done = True
         parser = self._parser
         self._method = method = parser.get_method()
-        version = parser.get_http_version()
+        # get_http_version formats a string each time. Without a Connection field llhttp
+        # keeps an HTTP/1.1 request alive and no other version it admits (0.9, 1.0, 2.0):
+        # then the version is known without asking.
+        version = "1.1" if not self._connection and parser.should_keep_alive() else parser.get_http_version()
         self._http10 = http10 = version == "1.0"
         if version != "1.1" and not http10:
             if version == "0.9":

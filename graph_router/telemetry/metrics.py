@@ -5,7 +5,7 @@ Why not prometheus_client on the request path: a labelled child's ``inc`` or
 series per step, which would add several microseconds to a router whose whole budget
 is a few tens. Here every series is a dict entry or a list of bucket counts, bound
 once per plan (:meth:`Metrics.bind`), so a request does a few integer additions and
-one ``bisect`` per histogram. The text exposition format is written at scrape time.
+one bucket search per histogram. The text exposition format is written at scrape time.
 
 A scrape renders a *snapshot*: a JSON-able dict of every series. The same snapshot
 is what sibling worker processes send each other, so one process can add up all
@@ -15,9 +15,7 @@ workers' snapshots (:func:`merge`) and render the sum (:func:`render`).
 from __future__ import annotations
 
 import platform
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__, compiled_modules
@@ -48,17 +46,29 @@ Code = int | str
 
 
 class Histogram:
-    """Bucket counts (the last one is +Inf) and the sum of observed values."""
+    """Bucket counts (the last one is +Inf) and the sum of observed values.
 
-    __slots__ = ("bounds", "counts", "sum")
+    Compiled, ``add`` is a C loop over at most a few tens of bounds: cheaper than a
+    ``bisect`` call and the attribute traffic of ``counts[...] += 1`` from outside.
+    """
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
-    # Observing is inlined where it happens: counts[bisect_left(bounds, v)] += 1 picks the
-    # first bound >= v, which is Prometheus' ``le`` bucket; then sum += v.
+    def add(self, value: float) -> None:
+        """Count ``value`` in the first bucket whose bound is >= it (Prometheus' ``le``)."""
+        bounds = self.bounds
+        i = 0
+        n = len(bounds)
+        while i < n:
+            bound: float = bounds[i]  # a C double when compiled: the comparison stays in C
+            if bound >= value:
+                break
+            i += 1
+        self.counts[i] += 1
+        self.sum += value
 
 
 # Durations split by outcome code: the count of a code's histogram is that code's
@@ -69,8 +79,6 @@ ByCode = dict[Code, Histogram]
 class GraphSeries:
     """One graph's request series; kept across reloads of a graph with the same name."""
 
-    __slots__ = ("by_code", "in_flight", "name", "overhead")
-
     def __init__(self, name: str) -> None:
         self.name = name
         self.by_code: ByCode = {}
@@ -78,21 +86,20 @@ class GraphSeries:
         self.in_flight = 0
 
 
-@dataclass(frozen=True, slots=True)
 class PlanSeries:
     """Every series one plan can touch, looked up once when the plan is bound."""
 
-    graph: GraphSeries
-    steps: Mapping[StepPlan, ByCode]
+    def __init__(self, graph: GraphSeries, steps: dict[StepPlan, ByCode]) -> None:
+        self.graph = graph
+        self.steps = steps
 
 
 def observe(by_code: ByCode, code: Code, seconds: float) -> None:
-    """Count one outcome and its duration (the request path inlines the common case)."""
+    """Count one outcome and its duration."""
     h = by_code.get(code)
     if h is None:
         h = by_code[code] = Histogram(DURATION_BUCKETS)
-    h.counts[bisect_left(h.bounds, seconds)] += 1
-    h.sum += seconds
+    h.add(seconds)
 
 
 class Metrics:

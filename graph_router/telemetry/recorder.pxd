@@ -1,5 +1,8 @@
 # Cython declarations for recorder.py (an augmenting .pxd; see ../httpserver.pxd).
+cimport cython
+
 from .accesslog cimport AccessLog
+from .metrics cimport GraphSeries, Histogram
 
 cdef class Telemetry:
     cdef public object metrics
@@ -13,8 +16,8 @@ cdef class Telemetry:
 cdef class RequestProbe:
     cdef public double started
     cdef public Telemetry telemetry
-    cdef public object steps
-    cdef public object series
+    cdef public dict steps
+    cdef public GraphSeries series
     cdef public object explain
     cdef public object request_id
     cdef public object traceparent
@@ -33,3 +36,6 @@ cdef class RequestProbe:
 
     cpdef _header(self, Telemetry telemetry, str name, str value)
     cpdef double call_started(self)
+
+@cython.locals(t=long, o=long)
+cpdef str _server_timing(double total, double own)

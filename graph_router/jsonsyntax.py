@@ -1,0 +1,178 @@
+# cython: annotation_typing=False, boundscheck=False, wraparound=False
+"""Is a body JSON? The syntax check of Go's ``json.Valid``, without building any value.
+
+KServe's router labels a graph's answer ``application/json`` exactly when
+``json.Valid`` accepts it. Parsing the answer to find out (``orjson.loads``) builds
+every dict, list and number only to throw them away, which was one of the larger
+costs of a small request. This is the same decision made by one pass over the bytes:
+
+- RFC 8259's grammar: objects, arrays, strings, numbers, ``true``, ``false``,
+  ``null``, separated by space, tab, CR and LF;
+- inside strings, bytes below 0x20 are refused and escapes must be one of
+  ``\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX``; other bytes are not checked as UTF-8 (Go's
+  scanner does not either, so invalid UTF-8 or a lone surrogate escape is valid);
+- at most 10,000 levels of nesting, Go's limit.
+
+``tests/data/json_valid_vectors.jsonl`` holds answers produced by Go's ``json.Valid``
+itself; ``tests/test_jsonsyntax.py`` checks every one.
+"""
+
+from __future__ import annotations
+
+MAX_DEPTH = 10_000
+_DEPTH_LIMIT = MAX_DEPTH  # a C integer when compiled
+
+# Parser states: what may come next.
+_VALUE = 0  # a value
+_FIRST_ITEM = 1  # after "[": a value or "]"
+_FIRST_KEY = 2  # after "{": a key or "}"
+_KEY = 3  # after "," in an object: a key
+_COLON = 4  # after a key: ":"
+_AFTER = 5  # after a value: ",", a closing bracket, or the end
+
+
+def valid(data: bytes) -> bool:
+    """True when ``data`` is one JSON value, surrounded by whitespace at most."""
+    n = len(data)
+    p = data  # compiled: a pointer to the bytes, indexed in C
+    i = 0
+    depth = 0
+    state = _VALUE
+    # One byte per open container, 1 for an object and 0 for an array: the first
+    # ``depth`` bytes are the open ones (written in place, grown only when deep).
+    objects = bytearray(32)
+    while True:
+        while i < n:
+            c = p[i]
+            if c != 32 and c != 10 and c != 13 and c != 9:  # space, LF, CR, tab
+                break
+            i += 1
+        if i >= n:
+            return state == _AFTER and depth == 0
+        c = p[i]
+        if state == _AFTER:
+            if depth == 0:
+                return False  # something after the value
+            in_object = objects[depth - 1]
+            if c == 44:  # ,
+                state = _KEY if in_object else _VALUE
+            elif (c == 125 and in_object) or (c == 93 and not in_object):  # } ]
+                depth -= 1
+            else:
+                return False
+            i += 1
+        elif state == _COLON:
+            if c != 58:  # :
+                return False
+            state = _VALUE
+            i += 1
+        elif state == _FIRST_KEY or state == _KEY:
+            if c == 125 and state == _FIRST_KEY:  # {}
+                depth -= 1
+                state = _AFTER
+                i += 1
+            elif c == 34:  # "
+                i = _string_end(p, i + 1, n)
+                if i < 0:
+                    return False
+                state = _COLON
+            else:
+                return False
+        else:  # a value is wanted
+            if c == 93 and state == _FIRST_ITEM:  # []
+                depth -= 1
+                state = _AFTER
+                i += 1
+            elif c == 123 or c == 91:  # { [
+                if depth == _DEPTH_LIMIT:
+                    return False
+                if depth == len(objects):
+                    objects.extend(bytes(depth))
+                objects[depth] = 1 if c == 123 else 0
+                depth += 1
+                state = _FIRST_KEY if c == 123 else _FIRST_ITEM
+                i += 1
+            elif c == 34:  # "
+                i = _string_end(p, i + 1, n)
+                if i < 0:
+                    return False
+                state = _AFTER
+            elif c == 45 or 48 <= c <= 57:  # - 0-9
+                i = _number_end(p, i, n)
+                if i < 0:
+                    return False
+                state = _AFTER
+            elif c == 116 and data.startswith(b"true", i):
+                i += 4
+                state = _AFTER
+            elif c == 102 and data.startswith(b"false", i):
+                i += 5
+                state = _AFTER
+            elif c == 110 and data.startswith(b"null", i):
+                i += 4
+                state = _AFTER
+            else:
+                return False
+
+
+def _string_end(data: bytes, i: int, n: int) -> int:
+    """Past the closing quote of the string whose content starts at ``i``; -1 if invalid."""
+    while i < n:
+        c = data[i]
+        if c == 34:  # "
+            return i + 1
+        if c < 32:
+            return -1  # a control character must be escaped
+        if c == 92:  # backslash
+            if i + 1 >= n:
+                return -1
+            e = data[i + 1]
+            if e == 117:  # \uXXXX
+                if i + 5 >= n:
+                    return -1
+                for k in range(i + 2, i + 6):
+                    h = data[k]
+                    if not (48 <= h <= 57 or 65 <= h <= 70 or 97 <= h <= 102):
+                        return -1
+                i += 6
+            elif e == 34 or e == 92 or e == 47 or e == 98 or e == 102 or e == 110 or e == 114 or e == 116:
+                i += 2  # \" \\ \/ \b \f \n \r \t
+            else:
+                return -1
+        else:
+            i += 1
+    return -1  # no closing quote
+
+
+def _number_end(data: bytes, i: int, n: int) -> int:
+    """Past the number starting at ``i``: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?; -1 if none."""
+    if data[i] == 45:  # -
+        i += 1
+        if i >= n:
+            return -1
+    c = data[i]
+    if c == 48:  # a leading 0 stands alone
+        i += 1
+    elif 49 <= c <= 57:
+        i += 1
+        while i < n and 48 <= data[i] <= 57:
+            i += 1
+    else:
+        return -1
+    if i < n and data[i] == 46:  # .
+        i += 1
+        start = i
+        while i < n and 48 <= data[i] <= 57:
+            i += 1
+        if i == start:
+            return -1
+    if i < n and (data[i] == 101 or data[i] == 69):  # e E
+        i += 1
+        if i < n and (data[i] == 43 or data[i] == 45):  # + -
+            i += 1
+        start = i
+        while i < n and 48 <= data[i] <= 57:
+            i += 1
+        if i == start:
+            return -1
+    return i

@@ -1,0 +1,19 @@
+# Cython declarations for metrics.py (an augmenting .pxd; see ../httpserver.pxd): the
+# series a request updates are extension types, so the recorder adds to them in C.
+
+cdef class Histogram:
+    cdef public tuple bounds
+    cdef public list counts
+    cdef public double sum
+
+    cpdef add(self, double value)
+
+cdef class GraphSeries:
+    cdef public str name
+    cdef public dict by_code
+    cdef public Histogram overhead
+    cdef public Py_ssize_t in_flight
+
+cdef class PlanSeries:
+    cdef public GraphSeries graph
+    cdef public dict steps
