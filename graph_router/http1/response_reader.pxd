@@ -1,5 +1,12 @@
 # Cython declarations for response_reader.py (an augmenting .pxd; see graph_router/httpserver.pxd).
+cimport cython
+
 from .rules cimport HeadMeter
+
+cdef bytes _TOKEN
+
+@cython.locals(k=Py_ssize_t)
+cdef bint _named(const unsigned char* p, Py_ssize_t start, const unsigned char* lowercase, Py_ssize_t size)
 
 cpdef Py_ssize_t _crlf_run(bytes data)
 
@@ -27,6 +34,10 @@ cdef class ResponseReader:
     cpdef expect(self)
     cpdef int feed(self, bytes data)
     cpdef int eof(self)
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, p=cython.p_uchar, d0=int, d1=int, d2=int, status=int,
+                   length=Py_ssize_t, keep_alive=bint, start=Py_ssize_t, name_end=Py_ssize_t,
+                   value_start=Py_ssize_t, value_end=Py_ssize_t, size=Py_ssize_t, k=Py_ssize_t, token=cython.p_uchar)
+    cdef bint _whole(self, bytes data)
     cpdef Py_ssize_t _end_run(self)
     cpdef bytes body(self)
     cpdef str _head_error(self)

@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """Answers from a model service, sans-IO: bytes in, one state out, no sockets, no futures.
 
 :class:`ResponseReader` keeps the framing decisions of RFC 9110/9112 for the client side;
@@ -45,8 +46,26 @@ CHUNKED = 2
 UNTIL_CLOSE = 3
 
 
+# Bytes allowed in a field name: tchar (RFC 9110 §5.6.2).
+_TOKEN = bytes(
+    1 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "!#$%&'*+-.^_`|~") else 0 for c in range(256)
+)
+
+
 class _Stop(Exception):
     """Raised inside a parser callback to stop llhttp where the reader decided to."""
+
+
+def _named(p: bytes, start: int, lowercase: bytes, size: int) -> bool:
+    """Whether the ``size`` bytes of ``p`` at ``start`` are ``lowercase``, in any case.
+
+    OR-ing 0x20 lowercases a letter; over printable ASCII only an uppercase letter
+    becomes a lowercase one, and ``-`` stays itself: exact for names of letters and ``-``.
+    """
+    for k in range(size):
+        if (p[start + k] | 0x20) != lowercase[k]:
+            return False
+    return True
 
 
 def _crlf_run(data: bytes) -> int:
@@ -108,6 +127,8 @@ class ResponseReader:
             self.keep_alive = False
             return self.state
         self.got_bytes = True
+        if state == HEAD and self._meter.seen == 0 and self._whole(data):
+            return DONE
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -136,6 +157,105 @@ class ResponseReader:
             # A head still incomplete past the limit: cut now, not when its line ends.
             return self._fail(HEAD_TOO_LARGE, self._head_error())
         return state
+
+    def _whole(self, data: bytes) -> bool:
+        """The common answer, read at once: True when ``data`` was it, and it is taken.
+
+        One read that holds exactly one plain answer: ``HTTP/1.1``, a final status
+        other than 204/304, fields of token names and printable ASCII values, a single
+        ``Content-Length`` whose body is the rest of ``data``, nothing chunked, folded
+        or upgraded, within the limits. Such an answer is read here in one pass, with
+        no callback per field. Anything else returns False untouched (the parser has
+        not seen ``data``), and llhttp reads it, as it reads every other answer: this
+        path only ever accepts a subset of what llhttp accepts, and decides the same.
+        """
+        n = len(data)
+        p = data  # compiled: a pointer to the bytes, indexed in C
+        token = _TOKEN
+        if n < 16 or not data.startswith(b"HTTP/1.1 "):
+            return False
+        d0 = p[9] - 48
+        d1 = p[10] - 48
+        d2 = p[11] - 48
+        if not (0 <= d0 <= 9 and 0 <= d1 <= 9 and 0 <= d2 <= 9) or p[12] != 32:
+            return False
+        status = d0 * 100 + d1 * 10 + d2
+        if status < 200 or status > 599 or status == 204 or status == 304:
+            return False
+        i = 13
+        while i < n and (p[i] == 9 or 32 <= p[i] <= 126):  # the reason phrase
+            i += 1
+        if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+            return False
+        i += 2
+        length = -1
+        keep_alive = True
+        content_type: str | None = None
+        content_encoding: str | None = None
+        while True:
+            if i + 1 >= n:
+                return False  # the head does not end in this read
+            if p[i] == 13:
+                if p[i + 1] != 10:
+                    return False
+                i += 2
+                break  # the empty line: the head ends
+            start = i
+            while i < n and token[p[i]]:  # the field name (RFC 9110 §5.1)
+                i += 1
+            if i == start or i >= n or p[i] != 58:  # a name, then ":" (no space before it)
+                return False
+            name_end = i
+            i += 1
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            value_start = i
+            while i < n and (p[i] == 9 or 32 <= p[i] <= 126):
+                i += 1
+            if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+                return False  # a control byte, obs-text, a bare LF, or the head goes on
+            value_end = i
+            while value_end > value_start and (p[value_end - 1] == 32 or p[value_end - 1] == 9):
+                value_end -= 1
+            i += 2
+            if i < n and (p[i] == 32 or p[i] == 9):
+                return False  # obs-fold (RFC 9112 §5.2): llhttp decides
+            size = name_end - start
+            if size == 12 and _named(p, start, b"content-type", 12):
+                content_type = data[value_start:value_end].decode("latin-1")
+            elif size == 14 and _named(p, start, b"content-length", 14):
+                if length >= 0 or value_end == value_start or value_end - value_start > 15:
+                    return False  # repeated, empty or huge: llhttp decides
+                length = 0
+                for k in range(value_start, value_end):
+                    if not 48 <= p[k] <= 57:
+                        return False  # not a plain number
+                    length = length * 10 + (p[k] - 48)
+            elif size == 16 and _named(p, start, b"content-encoding", 16):
+                coding = data[value_start:value_end].decode("latin-1")
+                content_encoding = coding if content_encoding is None else content_encoding + ", " + coding
+            elif size == 10 and _named(p, start, b"connection", 10):
+                if value_end - value_start == 5 and _named(p, value_start, b"close", 5):
+                    keep_alive = False
+                elif not (value_end - value_start == 10 and _named(p, value_start, b"keep-alive", 10)):
+                    return False
+            elif (size == 17 and _named(p, start, b"transfer-encoding", 17)) or (
+                    size == 7 and _named(p, start, b"upgrade", 7)):
+                return False
+        if length < 0 or i + length != n or i > self._meter.limit:
+            return False  # no length, a body not all here (or more than it), an oversized head
+        if length > self.max_body and not self.streaming:
+            return False
+        self.status = status
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.framing = LENGTH
+        self.size = length
+        if length:
+            self.chunks.append(data[i:])
+        self.keep_alive = keep_alive
+        self.state = DONE
+        return True
 
     def _end_run(self) -> int:
         """How many CR/LF bytes the answer itself ends with (RFC 9112 §2.1, §6.3, §7.1).
