@@ -1,6 +1,10 @@
 # Cython declarations for request_reader.py (an augmenting .pxd; see graph_router/httpserver.pxd).
 
-from .rules cimport HeadMeter
+cimport cython
+
+from .rules cimport FieldName, HeadMeter
+
+cdef bytes _PATH
 
 cdef class Request:
     cdef public str method
@@ -58,6 +62,12 @@ cdef class RequestReader:
     cdef public bint _expect_continue
 
     cpdef feed(self, bytes data)
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, p=cython.p_uchar, token=cython.p_uchar, path_start=Py_ssize_t,
+                   path_end=Py_ssize_t, head_bytes=Py_ssize_t, host_start=Py_ssize_t, host_end=Py_ssize_t,
+                   length=Py_ssize_t, declared=bint, keep_alive=bint, start=Py_ssize_t, name_end=Py_ssize_t,
+                   value_start=Py_ssize_t, value_end=Py_ssize_t, size=Py_ssize_t, k=Py_ssize_t,
+                   limits=ReaderLimits, budget=BufferBudget, request=Request, good=bytes)
+    cdef bint _whole(self, bytes data)
     cpdef _reset(self)
     cpdef _head_over(self)
     cpdef _drop_body(self)

@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """Requests as the router receives them: bytes in, :class:`Request` or :class:`Rejection` out.
 
 Sans-IO (no sockets, no futures): the server's connection feeds what it read and takes
@@ -30,7 +31,7 @@ from typing import Any
 
 import httptools
 
-from .rules import HeadMeter, valid_host
+from .rules import TOKEN, FieldName, HeadMeter, valid_host
 
 
 class Request:
@@ -115,6 +116,12 @@ class ReaderLimits:
 
 RETRY_LATER = [("Retry-After", "1")]
 
+# Bytes the one-pass read takes in a path: unreserved, sub-delims, ":", "@", "/" and "%"
+# (RFC 3986 §3.3). "?" and "#" end the path and send the request to llhttp.
+_PATH = bytes(
+    1 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "-._~!$&'()*+,;=:@/%") else 0 for c in range(256)
+)
+
 
 class RequestReader:
     """Parses one connection's request stream into events (see the module docstring).
@@ -163,6 +170,8 @@ class RequestReader:
         parser = self._parser
         if parser is None:
             return
+        if not self.in_message and self._whole(data):
+            return
         self._began = False
         try:
             parser.feed_data(data)
@@ -177,6 +186,138 @@ class RequestReader:
         if self.in_message and not self._head_done and not self.stopped and not self._began \
                 and self._meter.add(len(data)):
             self._head_over()
+
+    def _whole(self, data: bytes) -> bool:
+        """The common request, read at once: True when ``data`` was it, and it is queued.
+
+        One read that holds exactly one plain request: ``GET``, ``POST``, ``PUT``,
+        ``PATCH``, ``DELETE`` or ``OPTIONS`` on an origin-form path without query or
+        fragment, ``HTTP/1.1``, fields of token names and printable ASCII values, one
+        valid ``Host``, at most one ``Content-Length`` whose body is the rest of
+        ``data``, within every limit and the buffer budget; nothing chunked, expected,
+        upgraded or folded. Such a request is read here in one pass. Anything else
+        returns False untouched (llhttp has not seen ``data``) and llhttp reads it with
+        every rule of this module: this path only ever accepts a subset of what that path
+        accepts, and decides the same.
+        """
+        n = len(data)
+        p = data  # compiled: a pointer to the bytes, indexed in C
+        token = TOKEN
+        limits = self.limits
+        if n < 16:
+            return False
+        i = 0
+        while i < 8 and 65 <= p[i] <= 90:  # the method: upper-case letters
+            i += 1
+        if i >= n or p[i] != 32:
+            return False
+        if i == 4 and FieldName.equals(p, 0, b"post", 4) and p[0] == 80:
+            method = "POST"
+        elif i == 3 and p[0] == 71 and p[1] == 69 and p[2] == 84:
+            method = "GET"
+        elif i == 3 and p[0] == 80 and p[1] == 85 and p[2] == 84:
+            method = "PUT"
+        elif i == 5 and FieldName.equals(p, 0, b"patch", 5) and p[0] == 80 and p[4] == 72:
+            method = "PATCH"
+        elif i == 6 and data.startswith(b"DELETE"):
+            method = "DELETE"
+        elif i == 7 and data.startswith(b"OPTIONS"):
+            method = "OPTIONS"
+        else:
+            return False
+        i += 1
+        path_start = i
+        if i >= n or p[i] != 47:  # origin-form: "/" first
+            return False
+        while i < n and _PATH[p[i]]:
+            i += 1
+        path_end = i
+        if n - i < 11 or not data.startswith(b" HTTP/1.1\r\n", i):
+            return False  # a query, a fragment, another byte, or another version
+        i += 11
+        head_bytes = path_end - path_start  # counted as the llhttp path counts them
+        headers: list[tuple[str, str]] = []
+        host_start = -1
+        host_end = -1
+        length = 0
+        declared = False
+        keep_alive = True
+        while True:
+            if i + 1 >= n:
+                return False  # the head does not end in this read
+            if p[i] == 13:
+                if p[i + 1] != 10:
+                    return False
+                i += 2
+                break
+            start = i
+            while i < n and token[p[i]]:  # the field name (RFC 9110 §5.1)
+                i += 1
+            if i == start or i >= n or p[i] != 58:
+                return False
+            name_end = i
+            i += 1
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            value_start = i
+            while i < n and (p[i] == 9 or 32 <= p[i] <= 126):
+                i += 1
+            if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+                return False
+            value_end = i
+            while value_end > value_start and (p[value_end - 1] == 32 or p[value_end - 1] == 9):
+                value_end -= 1
+            i += 2
+            if i < n and (p[i] == 32 or p[i] == 9):
+                return False  # obs-fold
+            size = name_end - start
+            head_bytes += size + (value_end - value_start) + 4
+            if head_bytes > limits.max_header_bytes:
+                return False
+            headers.append((data[start:name_end].decode("latin-1"), data[value_start:value_end].decode("latin-1")))
+            if size == 4 and FieldName.equals(p, start, b"host", 4):
+                if host_start >= 0:
+                    return False
+                host_start = value_start
+                host_end = value_end
+            elif size == 14 and FieldName.equals(p, start, b"content-length", 14):
+                if declared or value_end == value_start or value_end - value_start > 15:
+                    return False
+                declared = True
+                for k in range(value_start, value_end):
+                    if not 48 <= p[k] <= 57:
+                        return False
+                    length = length * 10 + (p[k] - 48)
+            elif size == 10 and FieldName.equals(p, start, b"connection", 10):
+                if value_end - value_start == 5 and FieldName.equals(p, value_start, b"close", 5):
+                    keep_alive = False
+                elif not (value_end - value_start == 10 and FieldName.equals(p, value_start, b"keep-alive", 10)):
+                    return False
+            elif (size == 17 and FieldName.equals(p, start, b"transfer-encoding", 17)) or (
+                    size == 6 and FieldName.equals(p, start, b"expect", 6)) or (
+                    size == 7 and FieldName.equals(p, start, b"upgrade", 7)):
+                return False
+        if host_start < 0 or i + length != n or length > limits.max_body_bytes:
+            return False
+        budget = self.budget
+        if budget.used + length > budget.cap:
+            return False
+        good = self._good_host  # a connection's requests repeat one Host: check a value once
+        if host_end - host_start != len(good) or not data.startswith(good, host_start):
+            host = data[host_start:host_end]
+            if not valid_host(host):
+                return False
+            self._good_host = host
+        request = Request(method, data[path_start:path_end].decode("latin-1"), "", headers,
+                          data[i:] if length else b"")
+        if length:
+            budget.used += length
+            request.held = length
+        request.keep_alive = keep_alive
+        self.events.append(request)
+        if not keep_alive:
+            self.stopped = True  # the client said this is the last request (RFC 9112 §9.6)
+        return True
 
     def timed_out(self) -> bool:
         """The read deadline passed: a request half-read gets 408. True when it did."""
@@ -218,6 +359,8 @@ class RequestReader:
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._head_done or self.stopped:
             return  # a trailer field (RFC 9110 §6.5.1): never merged into the headers
+        if value and (value[-1] == 32 or value[-1] == 9):
+            value = value.rstrip(b" \t")  # trailing whitespace is not part of a value (RFC 9110 §5.5)
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self.limits.max_header_bytes:
             self._head_over()

@@ -1,12 +1,7 @@
 # Cython declarations for response_reader.py (an augmenting .pxd; see graph_router/httpserver.pxd).
 cimport cython
 
-from .rules cimport HeadMeter
-
-cdef bytes _TOKEN
-
-@cython.locals(k=Py_ssize_t)
-cdef bint _named(const unsigned char* p, Py_ssize_t start, const unsigned char* lowercase, Py_ssize_t size)
+from .rules cimport FieldName, HeadMeter
 
 cpdef Py_ssize_t _crlf_run(bytes data)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import httptools
 
-from .rules import HeadMeter
+from .rules import TOKEN, FieldName, HeadMeter
 
 # States, as feed() returns them.
 IDLE = 0
@@ -46,26 +46,8 @@ CHUNKED = 2
 UNTIL_CLOSE = 3
 
 
-# Bytes allowed in a field name: tchar (RFC 9110 §5.6.2).
-_TOKEN = bytes(
-    1 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "!#$%&'*+-.^_`|~") else 0 for c in range(256)
-)
-
-
 class _Stop(Exception):
     """Raised inside a parser callback to stop llhttp where the reader decided to."""
-
-
-def _named(p: bytes, start: int, lowercase: bytes, size: int) -> bool:
-    """Whether the ``size`` bytes of ``p`` at ``start`` are ``lowercase``, in any case.
-
-    OR-ing 0x20 lowercases a letter; over printable ASCII only an uppercase letter
-    becomes a lowercase one, and ``-`` stays itself: exact for names of letters and ``-``.
-    """
-    for k in range(size):
-        if (p[start + k] | 0x20) != lowercase[k]:
-            return False
-    return True
 
 
 def _crlf_run(data: bytes) -> int:
@@ -171,7 +153,7 @@ class ResponseReader:
         """
         n = len(data)
         p = data  # compiled: a pointer to the bytes, indexed in C
-        token = _TOKEN
+        token = TOKEN
         if n < 16 or not data.startswith(b"HTTP/1.1 "):
             return False
         d0 = p[9] - 48
@@ -221,9 +203,9 @@ class ResponseReader:
             if i < n and (p[i] == 32 or p[i] == 9):
                 return False  # obs-fold (RFC 9112 §5.2): llhttp decides
             size = name_end - start
-            if size == 12 and _named(p, start, b"content-type", 12):
+            if size == 12 and FieldName.equals(p, start, b"content-type", 12):
                 content_type = data[value_start:value_end].decode("latin-1")
-            elif size == 14 and _named(p, start, b"content-length", 14):
+            elif size == 14 and FieldName.equals(p, start, b"content-length", 14):
                 if length >= 0 or value_end == value_start or value_end - value_start > 15:
                     return False  # repeated, empty or huge: llhttp decides
                 length = 0
@@ -231,16 +213,16 @@ class ResponseReader:
                     if not 48 <= p[k] <= 57:
                         return False  # not a plain number
                     length = length * 10 + (p[k] - 48)
-            elif size == 16 and _named(p, start, b"content-encoding", 16):
+            elif size == 16 and FieldName.equals(p, start, b"content-encoding", 16):
                 coding = data[value_start:value_end].decode("latin-1")
                 content_encoding = coding if content_encoding is None else content_encoding + ", " + coding
-            elif size == 10 and _named(p, start, b"connection", 10):
-                if value_end - value_start == 5 and _named(p, value_start, b"close", 5):
+            elif size == 10 and FieldName.equals(p, start, b"connection", 10):
+                if value_end - value_start == 5 and FieldName.equals(p, value_start, b"close", 5):
                     keep_alive = False
-                elif not (value_end - value_start == 10 and _named(p, value_start, b"keep-alive", 10)):
+                elif not (value_end - value_start == 10 and FieldName.equals(p, value_start, b"keep-alive", 10)):
                     return False
-            elif (size == 17 and _named(p, start, b"transfer-encoding", 17)) or (
-                    size == 7 and _named(p, start, b"upgrade", 7)):
+            elif (size == 17 and FieldName.equals(p, start, b"transfer-encoding", 17)) or (
+                    size == 7 and FieldName.equals(p, start, b"upgrade", 7)):
                 return False
         if length < 0 or i + length != n or i > self._meter.limit:
             return False  # no length, a body not all here (or more than it), an oversized head
@@ -317,7 +299,8 @@ class ResponseReader:
         self._head_size += len(name) + len(value) + 4
         n = len(name)  # compare lengths first: most fields are none of these
         if n == 12 and name.lower() == b"content-type":
-            self.content_type = value.decode("latin-1")
+            # Trailing whitespace is not part of a value (RFC 9110 §5.5); llhttp keeps it.
+            self.content_type = value.rstrip(b" \t").decode("latin-1")
         elif n == 14 and name.lower() == b"content-length":
             if self.framing != CHUNKED:
                 self.framing = LENGTH

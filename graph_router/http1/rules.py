@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """Framing rules shared by the request and the response side (RFC 9110, RFC 9112)."""
 
 from __future__ import annotations
@@ -45,6 +46,28 @@ def valid_host(value: bytes) -> bool:
 def connection_options(value: str) -> list[str]:
     """The lower-cased field names listed in one ``Connection`` header value (RFC 9110 §7.6.1)."""
     return [token.strip().lower() for token in value.split(",") if token.strip()]
+
+
+# Bytes allowed in a field name: tchar (RFC 9110 §5.6.2).
+TOKEN = bytes(
+    1 if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "!#$%&'*+-.^_`|~") else 0 for c in range(256)
+)
+
+
+class FieldName:
+    """Field names tested on raw bytes, without making objects: the one-pass reads' helper."""
+
+    @staticmethod
+    def equals(p: bytes, start: int, lowercase: bytes, size: int) -> bool:
+        """Whether the ``size`` bytes of ``p`` at ``start`` are ``lowercase``, in any case.
+
+        OR-ing 0x20 lowercases a letter; over printable ASCII only an uppercase letter
+        becomes a lowercase one, and ``-`` stays itself: exact for names of letters and ``-``.
+        """
+        for k in range(size):
+            if (p[start + k] | 0x20) != lowercase[k]:
+                return False
+        return True
 
 
 class HeadMeter:
