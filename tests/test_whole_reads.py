@@ -134,7 +134,8 @@ def test_common_requests_take_the_one_pass_read() -> None:
     assert _request_without_llhttp(wrk) == (
         "POST", "/", [("Host", "127.0.0.1:8080"), ("Content-Type", "application/json"), ("Content-Length", "2")],
         b"{}", True, 2, False)
-    curl = b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    curl = (b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n"
+            b"Connection: close\r\n\r\n")
     assert _request_without_llhttp(curl)[:2] == ("GET", "/readyz")
     assert _request_without_llhttp(curl)[4:] == (False, 0, True)
 
