@@ -200,7 +200,8 @@ class GRPCFront:
             try:
                 bound = await lean.start(host, port)
             except OSError as exc:
-                raise OSError(exc.errno or errno.EADDRINUSE, f"cannot listen for gRPC on {host}:{port}: {exc}") from None
+                raise OSError(exc.errno or errno.EADDRINUSE,
+                              f"cannot listen for gRPC on {host}:{port}: {exc}") from None
             self._lean = lean
             return bound
         server = grpc.aio.server(
@@ -272,7 +273,7 @@ class GRPCFront:
 
         class Generic(grpc.GenericRpcHandler):
             def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
-                return handlers.get(details.method)  # type: ignore[attr-defined]
+                return handlers.get(details.method)
 
         return Generic()
 
@@ -374,7 +375,7 @@ class GRPCFront:
         found = self._health(service)
         if found is None:
             raise Abort(wire.NOT_FOUND, f"unknown service {service!r}")
-        return health_pb2.HealthCheckResponse(status=found).SerializeToString()
+        return bytes(health_pb2.HealthCheckResponse(status=found).SerializeToString())
 
     async def health_watch(self, call: Call) -> AsyncIterator[bytes]:
         """The status now, then each change (checked twice a second) until the client leaves."""

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import cast
 
 from ..http2 import connection as h2
 from ..http2.connection import Connection, Stream
@@ -28,7 +28,7 @@ from . import wire
 logger = logging.getLogger(__name__)
 
 
-class Abort(Exception):  # noqa: N818 - it is how a handler answers, not a failure of ours
+class Abort(Exception):
     """A handler's non-OK answer: the call ends with this status and message."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -99,7 +99,7 @@ class ServerConnection:
         events = conn.events
         if events:
             conn.events = []
-            for kind, stream, code in events:
+            for kind, stream, _ in events:
                 if kind == h2.EV_END:
                     assert stream is not None
                     self._call(stream)

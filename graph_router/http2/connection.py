@@ -76,7 +76,7 @@ EV_GOAWAY = 5  # the peer is going away (stream None; code its error code)
 EV_CLOSED = 6  # a connection error: GOAWAY is in ``out``; write it and close
 
 
-class ConnectionError_(Exception):  # noqa: N818 - "Error" would shadow the builtin
+class ConnectionFailure(Exception):
     """A connection error (§5.4.1): the connection ends with GOAWAY(code)."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -185,7 +185,7 @@ class Connection:
             return
         try:
             self._receive(data)
-        except ConnectionError_ as exc:
+        except ConnectionFailure as exc:
             self.close(exc.code, str(exc))
 
     def _receive(self, data: bytes) -> None:
@@ -194,7 +194,7 @@ class Connection:
             start = len(PREFACE) - want
             got = data[:want]
             if got != PREFACE[start : start + len(got)]:
-                raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                raise ConnectionFailure(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
             self._preface_left -= len(got)
             data = data[len(got):]
             if not data:
@@ -217,9 +217,10 @@ class Connection:
             flags = data[i + 4]
             stream_id = (data[i + 5] << 24 | data[i + 6] << 16 | data[i + 7] << 8 | data[i + 8]) & 0x7FFFFFFF
             if length > self.local_max_frame:
-                raise ConnectionError_(FRAME_SIZE_ERROR, f"a {length}-octet frame, over the {self.local_max_frame} allowed")
+                raise ConnectionFailure(FRAME_SIZE_ERROR,
+                                        f"a {length}-octet frame, over the {self.local_max_frame} allowed")
             if self._block_stream and (kind != CONTINUATION or stream_id != self._block_stream):
-                raise ConnectionError_(PROTOCOL_ERROR, "a header block interrupted by another frame")
+                raise ConnectionFailure(PROTOCOL_ERROR, "a header block interrupted by another frame")
             if kind == DATA:
                 i = self._data_head(data, i + 9, n, length, flags, stream_id)
                 continue
@@ -237,7 +238,7 @@ class Connection:
     def _data_head(self, data: bytes, i: int, n: int, length: int, flags: int, stream_id: int) -> int:
         """A DATA frame's header is read: account for it, then take its payload as it comes."""
         if stream_id == 0:
-            raise ConnectionError_(PROTOCOL_ERROR, "DATA on stream 0")
+            raise ConnectionFailure(PROTOCOL_ERROR, "DATA on stream 0")
         pad = 0
         if flags & PADDED:
             if i >= n:  # the pad length is not here yet: keep the whole frame head
@@ -246,17 +247,17 @@ class Connection:
             pad = data[i]
             i += 1
             if pad >= length:
-                raise ConnectionError_(PROTOCOL_ERROR, "DATA padding as long as its frame")
+                raise ConnectionFailure(PROTOCOL_ERROR, "DATA padding as long as its frame")
         # Flow control counts the whole payload, padding included (§6.9.1).
         if length > self.recv_window:
-            raise ConnectionError_(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+            raise ConnectionFailure(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         self.recv_window -= length
         self.recv_unacked += length
         stream = self.streams.get(stream_id)
         if stream is None or stream.remote_closed:
             self._grant_connection()
             if stream is None and stream_id > self._highest_id(stream_id):
-                raise ConnectionError_(PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
+                raise ConnectionFailure(PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             if stream is not None:  # half-closed (remote): a stream error (§5.1)
                 self.reset(stream_id, STREAM_CLOSED)
             stream = None  # a closed stream's DATA (a reset one's, in flight) is dropped
@@ -320,7 +321,7 @@ class Connection:
             self._headers(flags, stream_id, payload)
         elif kind == CONTINUATION:
             if not self._block_stream:
-                raise ConnectionError_(PROTOCOL_ERROR, "CONTINUATION without a header block")
+                raise ConnectionFailure(PROTOCOL_ERROR, "CONTINUATION without a header block")
             self._add_fragment(payload)
             if flags & END_HEADERS:
                 self._block_done()
@@ -328,53 +329,53 @@ class Connection:
             self._settings(flags, stream_id, payload)
         elif kind == PING:
             if len(payload) != 8:
-                raise ConnectionError_(FRAME_SIZE_ERROR, "PING is 8 octets")
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "PING is 8 octets")
             if stream_id:
-                raise ConnectionError_(PROTOCOL_ERROR, "PING on a stream")
+                raise ConnectionFailure(PROTOCOL_ERROR, "PING on a stream")
             if not flags & ACK:
                 self.out.append(frame_head(8, PING, ACK, 0) + payload)
         elif kind == WINDOW_UPDATE:
             self._window_update(stream_id, payload)
         elif kind == RST_STREAM:
             if len(payload) != 4:
-                raise ConnectionError_(FRAME_SIZE_ERROR, "RST_STREAM is 4 octets")
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "RST_STREAM is 4 octets")
             if stream_id == 0:
-                raise ConnectionError_(PROTOCOL_ERROR, "RST_STREAM on stream 0")
+                raise ConnectionFailure(PROTOCOL_ERROR, "RST_STREAM on stream 0")
             stream = self.streams.pop(stream_id, None)
             if stream is None:
                 if stream_id > self._highest_id(stream_id):
-                    raise ConnectionError_(PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
+                    raise ConnectionFailure(PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
                 return
             self._forget(stream)
             self.events.append((EV_RESET, stream, int.from_bytes(payload, "big")))
         elif kind == GOAWAY:
             if stream_id:
-                raise ConnectionError_(PROTOCOL_ERROR, "GOAWAY on a stream")
+                raise ConnectionFailure(PROTOCOL_ERROR, "GOAWAY on a stream")
             if len(payload) < 8:
-                raise ConnectionError_(FRAME_SIZE_ERROR, "GOAWAY is at least 8 octets")
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "GOAWAY is at least 8 octets")
             self._goaway(int.from_bytes(payload[:4], "big") & 0x7FFFFFFF, int.from_bytes(payload[4:8], "big"))
         elif kind == PRIORITY:
             if stream_id == 0:
-                raise ConnectionError_(PROTOCOL_ERROR, "PRIORITY on stream 0")
+                raise ConnectionFailure(PROTOCOL_ERROR, "PRIORITY on stream 0")
             if len(payload) != 5:
                 raise StreamError(stream_id, FRAME_SIZE_ERROR, "PRIORITY is 5 octets")
         elif kind == PUSH_PROMISE:
-            raise ConnectionError_(PROTOCOL_ERROR, "PUSH_PROMISE, but push is disabled")
+            raise ConnectionFailure(PROTOCOL_ERROR, "PUSH_PROMISE, but push is disabled")
         # Unknown frame types are ignored (§4.1, §5.5).
 
     def _headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0:
-            raise ConnectionError_(PROTOCOL_ERROR, "HEADERS on stream 0")
+            raise ConnectionFailure(PROTOCOL_ERROR, "HEADERS on stream 0")
         start, end = 0, len(payload)
         if flags & PADDED:
             if not payload:
-                raise ConnectionError_(FRAME_SIZE_ERROR, "padded HEADERS without a pad length")
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "padded HEADERS without a pad length")
             end -= payload[0]
             start = 1
         if flags & PRIORITY_FLAG:
             start += 5
         if start > end:
-            raise ConnectionError_(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
+            raise ConnectionFailure(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
         self._block_stream = stream_id
         self._block = []
         self._block_size = 0
@@ -387,7 +388,7 @@ class Connection:
         self._block.append(fragment)
         self._block_size += len(fragment)
         if self._block_size > self.max_header_block:
-            raise ConnectionError_(ENHANCE_YOUR_CALM, f"a header block over {self.max_header_block} octets")
+            raise ConnectionFailure(ENHANCE_YOUR_CALM, f"a header block over {self.max_header_block} octets")
 
     def _block_done(self) -> None:
         stream_id, end_stream = self._block_stream, self._block_end
@@ -397,13 +398,13 @@ class Connection:
         try:
             headers = self.decoder.decode(block)
         except HPACKError as exc:
-            raise ConnectionError_(COMPRESSION_ERROR, f"header block: {exc}") from None
+            raise ConnectionFailure(COMPRESSION_ERROR, f"header block: {exc}") from None
         stream = self.streams.get(stream_id)
         if stream is None:
             if self.client or not stream_id & 1 or stream_id <= self.last_peer_stream:
                 if stream_id <= self._highest_id(stream_id):
                     return  # a closed stream (one we reset, its frames still in flight): ignored
-                raise ConnectionError_(PROTOCOL_ERROR, f"HEADERS opening stream {stream_id}, not the peer's to open")
+                raise ConnectionFailure(PROTOCOL_ERROR, f"HEADERS opening stream {stream_id}, not the peer's to open")
             self.last_peer_stream = stream_id
             if self.goaway_sent:
                 return  # §6.8: streams above our GOAWAY's last id are ignored
@@ -434,32 +435,32 @@ class Connection:
 
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
-            raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
+            raise ConnectionFailure(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
             if payload:
-                raise ConnectionError_(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+                raise ConnectionFailure(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             return
         if len(payload) % 6:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6 octets")
+            raise ConnectionFailure(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6 octets")
         for at in range(0, len(payload), 6):
             key = payload[at] << 8 | payload[at + 1]
             value = int.from_bytes(payload[at + 2 : at + 6], "big")
             if key == INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
-                    raise ConnectionError_(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
+                    raise ConnectionFailure(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
                 delta = value - self.peer_initial_window
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
                     if stream.send_window > MAX_WINDOW:
-                        raise ConnectionError_(FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
+                        raise ConnectionFailure(FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
             elif key == MAX_FRAME_SIZE:
                 if not DEFAULT_FRAME <= value <= MAX_FRAME_LIMIT:
-                    raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
+                    raise ConnectionFailure(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self.peer_max_frame = value
             elif key == ENABLE_PUSH:
                 if value > 1 or (value == 1 and not self.client):
-                    raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH must be 0 or 1 (0 from a server)")
+                    raise ConnectionFailure(PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH must be 0 or 1 (0 from a server)")
             elif key == MAX_CONCURRENT_STREAMS:
                 self.peer_max_concurrent = value
             # HEADER_TABLE_SIZE: our encoder keeps no dynamic table; MAX_HEADER_LIST_SIZE: advisory.
@@ -469,21 +470,21 @@ class Connection:
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "WINDOW_UPDATE is 4 octets")
+            raise ConnectionFailure(FRAME_SIZE_ERROR, "WINDOW_UPDATE is 4 octets")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
         if stream_id == 0:
             if increment == 0:
-                raise ConnectionError_(PROTOCOL_ERROR, "a connection WINDOW_UPDATE of 0")
+                raise ConnectionFailure(PROTOCOL_ERROR, "a connection WINDOW_UPDATE of 0")
             self.send_window += increment
             if self.send_window > MAX_WINDOW:
-                raise ConnectionError_(FLOW_CONTROL_ERROR, "the connection window over 2^31-1")
+                raise ConnectionFailure(FLOW_CONTROL_ERROR, "the connection window over 2^31-1")
             if self.blocked:
                 self._flush_blocked()
             return
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id > self._highest_id(stream_id):
-                raise ConnectionError_(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
+                raise ConnectionFailure(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
             return
         if increment == 0:
             raise StreamError(stream_id, PROTOCOL_ERROR, "a stream WINDOW_UPDATE of 0")
