@@ -24,6 +24,7 @@ from typing import cast
 from ..http2 import connection as h2
 from ..http2.connection import Connection, Stream
 from . import wire
+from .client import write_out
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class ServerConnection:
         self.h2 = Connection(False, max_concurrent=server.max_concurrent, max_stream_bytes=server.max_message + 5)
         self.transport: asyncio.Transport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._write_soon = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -113,18 +115,24 @@ class ServerConnection:
                         self._status(stream, wire.RESOURCE_EXHAUSTED,
                                      f"the request is over the {self._server.max_message}-octet limit")
                         conn.reset(stream.id, h2.NO_ERROR)
-        self._write()
         if conn.closed and self.transport is not None:
+            self._write_now()
             self.transport.close()
+        elif conn.out:
+            self._write()
 
     def _write(self) -> None:
+        """Write at the end of this loop iteration: answers finished together share one write."""
+        if not self._write_soon:
+            self._write_soon = True
+            self._loop.call_soon(self._write_now)
+
+    def _write_now(self) -> None:
+        self._write_soon = False
         out = self.h2.out
         if out and self.transport is not None:
             self.h2.out = []
-            if len(out) == 1:
-                self.transport.write(out[0])
-            else:
-                self.transport.writelines(out)
+            write_out(self.transport, out)
         if self.h2.goaway_sent and not self.h2.streams and self.transport is not None:
             self.transport.close()
 
