@@ -38,6 +38,7 @@ from . import convert, status, wire
 from ._proto import grpc_predict_v2_pb2 as pb
 from .server import Abort, Call, LeanServer, Streaming, Unary
 from .steps import PROTO_ANSWER, RAW_REQUEST, close_channels
+from .wire import request_model
 from .urls import PREFIXES
 
 if TYPE_CHECKING:
@@ -75,49 +76,6 @@ def passes_protobuf(plan: GraphPlan) -> bool:
             if step.node is None and not (step.url or "").startswith(PREFIXES):
                 return False
     return True
-
-
-def request_model(raw: bytes) -> str:
-    """The ``model_name`` of a serialized ModelInferRequest, read without parsing the rest.
-
-    Walks the top-level fields only (a handful: the tensors are single fields), so the
-    tensor bytes are neither parsed nor copied. The last occurrence wins, as in protobuf.
-    """
-    view = memoryview(raw)
-    i, end = 0, len(raw)
-    name = b""
-    while i < end:
-        tag, i = _varint(view, i)
-        wire = tag & 7
-        if wire == 0:
-            _, i = _varint(view, i)
-        elif wire == 2:
-            length, i = _varint(view, i)
-            if tag >> 3 == 1:
-                name = bytes(view[i : i + length])
-            i += length
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise ValueError(f"wire type {wire} is not valid here")
-        if i > end:
-            raise ValueError("the message ends inside a field")
-    return name.decode("utf-8")
-
-
-def _varint(view: memoryview, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(view) or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        byte = view[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-        shift += 7
 
 
 def _message(body: bytes) -> str:

@@ -72,6 +72,51 @@ def _join(chunks: list[Any], skip: int) -> bytes:
     return b"".join(parts)
 
 
+def request_model(raw: bytes) -> str:
+    """The ``model_name`` of a serialized ModelInferRequest, read without parsing the rest.
+
+    Walks the top-level fields only (a handful: the tensors are single fields), so the
+    tensor bytes are neither parsed nor copied. The last occurrence wins, as in protobuf.
+    """
+    i = 0
+    end = len(raw)
+    name = b""
+    while i < end:
+        tag, i = _varint(raw, i)
+        wire_type = tag & 7
+        if wire_type == 0:
+            _, i = _varint(raw, i)
+        elif wire_type == 2:
+            length, i = _varint(raw, i)
+            if tag >> 3 == 1:
+                name = raw[i : i + length]
+            i += length
+        elif wire_type == 1:
+            i += 8
+        elif wire_type == 5:
+            i += 4
+        else:
+            raise ValueError(f"wire type {wire_type} is not valid here")
+        if i > end:
+            raise ValueError("the message ends inside a field")
+    return name.decode("utf-8")
+
+
+def _varint(raw: bytes, i: int) -> tuple[int, int]:
+    value = 0
+    shift = 0
+    n = len(raw)
+    while True:
+        if i >= n or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        byte = raw[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
