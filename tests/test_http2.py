@@ -322,6 +322,23 @@ async def test_a_compressed_message_is_unimplemented(served: tuple[LeanServer, E
     peer.close()
 
 
+async def test_a_message_split_over_padded_frames_and_continuation(served: tuple[LeanServer, Echo, int]) -> None:
+    """RFC 9113 §6.1 (DATA split anywhere, padding skipped), §6.10 (a header block over CONTINUATION)."""
+    peer = await RawPeer.connect(served[2])
+    peer.settings()
+    block = hpack.encode([(":method", "POST"), (":scheme", "http"), (":path", ECHO), (":authority", "x"),
+                          ("content-type", "application/grpc"), ("te", "trailers")])
+    peer.frame(h2.HEADERS, 0, 1, block[:5])
+    peer.frame(h2.CONTINUATION, h2.END_HEADERS, 1, block[5:])
+    body = b"\0" + (11).to_bytes(4, "big") + b"hello world"
+    peer.frame(h2.DATA, 0, 1, body[:2])
+    peer.frame(h2.DATA, h2.PADDED, 1, bytes([3]) + body[2:9] + b"\0\0\0")
+    peer.frame(h2.DATA, h2.END_STREAM, 1, body[9:])
+    _, _, payload = await peer.until(h2.DATA, 1)
+    assert payload == body
+    peer.close()
+
+
 async def test_a_reset_stream_answers_nothing_and_the_connection_goes_on(served: tuple[LeanServer, Echo, int]) -> None:
     """RFC 9113 §6.4: RST_STREAM ends one stream; the next stream on the connection is answered."""
     _, echo, port = served

@@ -38,8 +38,8 @@ from . import convert, status, wire
 from ._proto import grpc_predict_v2_pb2 as pb
 from .server import Abort, Call, LeanServer, Streaming, Unary
 from .steps import PROTO_ANSWER, RAW_REQUEST, close_channels
-from .wire import request_model
 from .urls import PREFIXES
+from .wire import request_model
 
 if TYPE_CHECKING:
     from ..plan import GraphPlan

@@ -138,6 +138,8 @@ class ServerConnection:
 
     def _call(self, stream: Stream) -> None:
         """A request is complete: find its method and start it."""
+        if stream.too_large or stream.id not in self.h2.streams:
+            return  # already answered (RESOURCE_EXHAUSTED) or reset
         server = self._server
         method: str | None = None
         deadline: float | None = None

@@ -42,7 +42,11 @@ def message(chunks: list[Any], total: int, encoding: str | None) -> bytes:
     """
     if total < 5:
         raise MessageError(INTERNAL, f"{total} octets of DATA: not a gRPC message")
-    first = bytes(chunks[0][:5]) if len(chunks[0]) >= 5 else b"".join(bytes(c) for c in chunks)[:5]
+    first = bytes(chunks[0][:5])
+    at = 1
+    while len(first) < 5:  # a first DATA frame of under 5 octets
+        first += bytes(chunks[at][: 5 - len(first)])
+        at += 1
     flag = first[0]
     length = int.from_bytes(first[1:5], "big")
     if flag:
