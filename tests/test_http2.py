@@ -520,3 +520,22 @@ def test_sans_io_connection_windows_and_frame_sizes() -> None:
     pump()  # the server's SETTINGS (a 1 MiB stream window) lets the rest go
     ended = [s for kind, s, _ in server.events if kind == h2.EV_END]
     assert ended and b"".join(bytes(c) for c in ended[0].chunks) == body
+
+
+async def test_calls_past_the_in_flight_limit_are_resource_exhausted() -> None:
+    """As grpc.aio's maximum_concurrent_rpcs: past max_in_flight calls, RESOURCE_EXHAUSTED, then room again."""
+    echo = Echo()
+    server = LeanServer({ECHO: echo.echo, SLOW: echo.slow}, {}, max_in_flight=1)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            first = channel.unary_unary(SLOW)(b"1")
+            await asyncio.wait_for(echo.started.wait(), 5)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary(ECHO)(b"2")
+            assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            echo.release.set()
+            assert await first == b"done:1"
+            assert await channel.unary_unary(ECHO)(b"3") == b"3"
+    finally:
+        await server.stop(0)

@@ -66,10 +66,13 @@ class ClientConnection:
         return False
 
     def pause_writing(self) -> None:
-        pass
+        """The peer reads slower than we write: stop reading from it until it catches up."""
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        pass
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def flush(self) -> None:
         """Write what the connection has to say, at the end of this loop iteration.
@@ -246,7 +249,17 @@ class Channel:
             block += hpack.encode_field("grpc-timeout", wire.format_timeout(remaining))
         if metadata:
             block += hpack.encode(metadata)
-        client = await self._connection()
+        client = self._conn
+        if client is None or not client.usable():
+            if deadline is None:
+                client = await self._connection()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        client = await self._connection()
+                except TimeoutError:
+                    raise RPCError(wire.DEADLINE_EXCEEDED, f"Deadline Exceeded connecting to {self._authority}",
+                                   ) from None
         conn = client.h2
         stream = conn.open_stream()
         future: asyncio.Future[Stream] = loop.create_future()

@@ -154,7 +154,7 @@ class GRPCFront:
         security = settings.security
         if security.tls_cert_file is None or security.tls_key_file is None:
             lean = LeanServer(self._methods, self._streams, max_message=settings.max_body_bytes,
-                              max_concurrent=settings.max_in_flight or 1000)
+                              max_in_flight=settings.max_in_flight or 1 << 30)
             try:
                 bound = await lean.start(host, port)
             except OSError as exc:

@@ -90,10 +90,13 @@ class ServerConnection:
         return False
 
     def pause_writing(self) -> None:
-        pass
+        """The peer reads slower than we write: stop reading from it until it catches up."""
+        if self.transport is not None:
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        pass
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         conn = self.h2
@@ -163,6 +166,9 @@ class ServerConnection:
         if not content_type.startswith(wire.CONTENT_TYPE):
             self._status(stream, wire.UNKNOWN, f"content-type {content_type!r} is not gRPC")
             return
+        if server.in_flight >= server.max_in_flight:
+            self._status(stream, wire.RESOURCE_EXHAUSTED, f"over {server.max_in_flight} calls in flight")
+            return
         unary = server.unary.get(method or "")
         streaming = None if unary is not None else server.streaming.get(method or "")
         if unary is None and streaming is None:
@@ -182,7 +188,12 @@ class ServerConnection:
             task = self._loop.create_task(self._streaming(stream, streaming, call))
         stream.user = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        server.in_flight += 1
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._server.in_flight -= 1
 
     async def _unary(self, stream: Stream, handler: Unary, call: Call) -> None:
         try:
@@ -257,11 +268,13 @@ class LeanServer:
     """Listening sockets and their connections."""
 
     def __init__(self, unary: dict[str, Unary], streaming: dict[str, Streaming], *,
-                 max_message: int = 64 << 20, max_concurrent: int = 1000) -> None:
+                 max_message: int = 64 << 20, max_concurrent: int = 1000, max_in_flight: int = 4096) -> None:
         self.unary = unary
         self.streaming = streaming
         self.max_message = max_message
-        self.max_concurrent = max_concurrent
+        self.max_concurrent = max_concurrent  # streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)
+        self.max_in_flight = max_in_flight  # calls across connections; past it, RESOURCE_EXHAUSTED
+        self.in_flight = 0
         self.loop = asyncio.get_running_loop()
         self.connections: set[ServerConnection] = set()
         self.stopping = False
