@@ -8,12 +8,16 @@ included), executor, upstream client, breakers and ``PROPAGATE_HEADERS`` rules.
 
 - when every step the graph can run is a gRPC step that gets the request as it is
   (:func:`passes_protobuf`), the bytes go on untouched to the step and the step's answer
-  comes back untouched (no parse, one copy of the tensors to rename the model);
+  comes back untouched (no parse; the one copy of the tensors is the join of the
+  request's DATA frames, and the model is renamed by sending a second piece after it);
 - otherwise the request is converted once to V2 JSON, the graph runs as for a REST
   client, and its JSON answer is converted to a ``ModelInferResponse``.
 
 Graph failures become the gRPC status KServe maps their HTTP status to, with the cause
 as message. The client's deadline caps the graph's own ``deadlineSeconds``.
+
+In clear text the methods are served by graph_router.grpc.server (our own HTTP/2);
+with the TLS flags by grpc.aio. Both call the same methods: bytes in, bytes out.
 """
 
 from __future__ import annotations
