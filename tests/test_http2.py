@@ -539,3 +539,21 @@ async def test_calls_past_the_in_flight_limit_are_resource_exhausted() -> None:
             assert await channel.unary_unary(ECHO)(b"3") == b"3"
     finally:
         await server.stop(0)
+
+
+async def test_a_request_over_the_limit_is_answered_early_and_the_stream_ends() -> None:
+    """RFC 9113 §8.1: the server answers (RESOURCE_EXHAUSTED) before the request is all sent, then resets it."""
+    echo = Echo()
+    server = LeanServer({ECHO: echo.echo}, {}, max_message=1 << 20)
+    port = await server.start("127.0.0.1", 0)
+    channel = Channel("127.0.0.1", port, BIG)
+    try:
+        message = b"z" * (3 << 20)
+        with pytest.raises(RPCError) as info:
+            await channel.unary(ECHO, [message], len(message), None, 5.0)
+        assert info.value.code == wire.RESOURCE_EXHAUSTED and not echo.metadata
+        assert channel._conn is not None and not channel._conn.h2.streams  # nothing left half-sent
+        assert await channel.unary(ECHO, [b"small"], 5, None, 5.0) == b"small"  # the connection goes on
+    finally:
+        channel.close()
+        await server.stop(0)

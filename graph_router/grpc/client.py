@@ -284,6 +284,10 @@ class Channel:
         finally:
             if timer is not None:
                 timer.cancel()
+        if stream.id in conn.streams:  # answered before our request was all sent: stop sending it
+            conn.reset(stream.id, h2.CANCEL)
+            conn.events.clear()
+            client.flush()
         return _result(stream)
 
 
