@@ -46,7 +46,7 @@ class Call:
     def __init__(self, request: bytes, metadata: list[tuple[str, str]], deadline: float | None,
                  loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
-        self.metadata = metadata  # the client's headers, pseudo-headers and gRPC's own left out
+        self.metadata = metadata  # the client's text metadata: pseudo-headers, gRPC's own and -bin left out
         self.deadline = deadline  # loop time, from grpc-timeout
         self.loop = loop
 
@@ -161,7 +161,7 @@ class ServerConnection:
                     deadline = self._loop.time() + seconds
             elif name == "grpc-encoding":
                 encoding = value
-            elif name not in _TRANSPORT:
+            elif name not in _TRANSPORT and not name.endswith("-bin"):  # binary metadata: not text headers
                 metadata.append((name, value))
         if not content_type.startswith(wire.CONTENT_TYPE):
             self._status(stream, wire.UNKNOWN, f"content-type {content_type!r} is not gRPC")
