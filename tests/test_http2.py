@@ -557,3 +557,19 @@ async def test_a_request_over_the_limit_is_answered_early_and_the_stream_ends() 
     finally:
         channel.close()
         await server.stop(0)
+
+
+async def test_our_client_and_server_move_big_messages_both_ways_at_once() -> None:
+    """RFC 9113 §5.2: eight 3 MiB echoes at once on one connection, flow control both ways, no stall."""
+    echo = Echo()
+    server = LeanServer({ECHO: echo.echo}, {})
+    port = await server.start("127.0.0.1", 0)
+    channel = Channel("127.0.0.1", port, BIG)
+    try:
+        messages = [bytes([i]) * (3 << 20) for i in range(8)]
+        answers = await asyncio.wait_for(asyncio.gather(
+            *(channel.unary(ECHO, [m], len(m), None, 30.0) for m in messages)), 60)
+        assert answers == messages
+    finally:
+        channel.close()
+        await server.stop(0)

@@ -66,13 +66,14 @@ class ClientConnection:
         return False
 
     def pause_writing(self) -> None:
-        """The peer reads slower than we write: stop reading from it until it catches up."""
-        if self.transport is not None:
-            self.transport.pause_reading()
+        """Nothing to do: what we send is bounded by the server's flow-control windows.
+
+        The client keeps reading even then: a server that also paused its reading while
+        both sides had much to write would otherwise wait on us forever.
+        """
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
+        pass
 
     def flush(self) -> None:
         """Write what the connection has to say, at the end of this loop iteration.
