@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from graph_router.grpc import wire
 from graph_router.grpc.client import Channel, RPCError
@@ -573,3 +576,42 @@ async def test_our_client_and_server_move_big_messages_both_ways_at_once() -> No
     finally:
         channel.close()
         await server.stop(0)
+
+
+def _client_bytes(bodies: list[bytes], pad: int) -> bytes:
+    """A client's preface, SETTINGS and one call per body (DATA cut in 3 frames, the middle one padded)."""
+    out = [h2.PREFACE, h2.frame_head(0, h2.SETTINGS, 0, 0)]
+    block = hpack.encode([(":method", "POST"), (":path", ECHO), ("x-long", "v" * 300)])
+    for n, body in enumerate(bodies):
+        sid = 2 * n + 1
+        out.append(h2.frame_head(20, h2.HEADERS, 0, sid) + block[:20])
+        out.append(h2.frame_head(len(block) - 20, h2.CONTINUATION, h2.END_HEADERS, sid) + block[20:])
+        a, b = len(body) // 3, 2 * len(body) // 3
+        out.append(h2.frame_head(a, h2.DATA, 0, sid) + body[:a])
+        middle = bytes([pad]) + body[a:b] + b"\0" * pad
+        out.append(h2.frame_head(len(middle), h2.DATA, h2.PADDED, sid) + middle)
+        out.append(h2.frame_head(len(body) - b, h2.DATA, h2.END_STREAM, sid) + body[b:])
+        out.append(h2.frame_head(8, h2.PING, 0, 0) + b"p" * 8)
+    return b"".join(out)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies=st.lists(st.binary(max_size=40000), min_size=1, max_size=4), pad=st.integers(0, 255),
+       cuts=st.lists(st.integers(1, 200000), max_size=12))
+def test_bytes_split_anywhere_read_the_same(bodies: list[bytes], pad: int, cuts: list[int]) -> None:
+    """RFC 9113 §4.1: frames are a byte stream; however TCP cuts it, the server reads the same calls."""
+    data = _client_bytes(bodies, pad)
+    server = h2.Connection(False)
+    points = sorted({c % len(data) for c in cuts} | {0, len(data)})
+    got: dict[int, bytes] = {}
+    for start, end in itertools.pairwise(points):
+        server.receive(data[start:end])
+        for kind, stream, _ in server.events:
+            assert kind != h2.EV_CLOSED
+            if kind == h2.EV_END and stream is not None:
+                assert stream.headers is not None and ("x-long", "v" * 300) in stream.headers
+                got[stream.id] = b"".join(bytes(c) for c in stream.chunks)
+        server.events.clear()
+    assert got == {2 * n + 1: body for n, body in enumerate(bodies)}
+    pongs = [p for p in server.out if bytes(p[3:5]) == bytes([h2.PING, h2.ACK])]
+    assert len(pongs) == len(bodies)
