@@ -4,8 +4,10 @@
 :func:`call`, inside its own retry and deadline loop, so step timeouts, retries and the
 request deadline apply as to REST steps; the circuit breakers are the same objects.
 
-One channel per target (scheme and authority) and event loop, kept for the life of the
-process: HTTP/2 multiplexes every concurrent call on it. Requests and answers cross the
+One connection per target (scheme and authority) and event loop, kept for the life of
+the process: HTTP/2 multiplexes every concurrent call on it. ``grpc://`` calls go over
+graph_router.grpc.client (our own HTTP/2: grpc.aio's per-call cost is several times the
+whole REST path's); ``grpcs://`` calls over a grpc.aio channel, which does the TLS. Requests and answers cross the
 channel as bytes (no serializer), so a body the gRPC front received can be passed on
 as it came (:data:`RAW_REQUEST`) and an answer handed back the same way.
 
