@@ -8,12 +8,16 @@ included), executor, upstream client, breakers and ``PROPAGATE_HEADERS`` rules.
 
 - when every step the graph can run is a gRPC step that gets the request as it is
   (:func:`passes_protobuf`), the bytes go on untouched to the step and the step's answer
-  comes back untouched (no parse, one copy of the tensors to rename the model);
+  comes back untouched (no parse; the one copy of the tensors is the join of the
+  request's DATA frames, and the model is renamed by sending a second piece after it);
 - otherwise the request is converted once to V2 JSON, the graph runs as for a REST
   client, and its JSON answer is converted to a ``ModelInferResponse``.
 
 Graph failures become the gRPC status KServe maps their HTTP status to, with the cause
 as message. The client's deadline caps the graph's own ``deadlineSeconds``.
+
+In clear text the methods are served by graph_router.grpc.server (our own HTTP/2);
+with the TLS flags by grpc.aio. Both call the same methods: bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ from grpc_health.v1 import health_pb2
 from .. import __version__
 from ..errors import DeadlineExceeded, RequestError
 from ..spec import RouterType
-from . import convert, status
+from . import convert, status, wire
 from ._proto import grpc_predict_v2_pb2 as pb
+from .server import Abort, Call, LeanServer, Streaming, Unary
 from .steps import PROTO_ANSWER, RAW_REQUEST, close_channels
 from .urls import PREFIXES
+from .wire import request_model
 
 if TYPE_CHECKING:
     from ..plan import GraphPlan
@@ -76,49 +82,6 @@ def passes_protobuf(plan: GraphPlan) -> bool:
     return True
 
 
-def request_model(raw: bytes) -> str:
-    """The ``model_name`` of a serialized ModelInferRequest, read without parsing the rest.
-
-    Walks the top-level fields only (a handful: the tensors are single fields), so the
-    tensor bytes are neither parsed nor copied. The last occurrence wins, as in protobuf.
-    """
-    view = memoryview(raw)
-    i, end = 0, len(raw)
-    name = b""
-    while i < end:
-        tag, i = _varint(view, i)
-        wire = tag & 7
-        if wire == 0:
-            _, i = _varint(view, i)
-        elif wire == 2:
-            length, i = _varint(view, i)
-            if tag >> 3 == 1:
-                name = bytes(view[i : i + length])
-            i += length
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise ValueError(f"wire type {wire} is not valid here")
-        if i > end:
-            raise ValueError("the message ends inside a field")
-    return name.decode("utf-8")
-
-
-def _varint(view: memoryview, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(view) or shift > 63:
-            raise ValueError("truncated or overlong varint")
-        byte = view[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-        shift += 7
-
-
 def _message(body: bytes) -> str:
     """The status message for an error answer: its ``cause``, else ``error``, else the text."""
     try:
@@ -146,13 +109,38 @@ def _answer(body: bytes, content_type: str | None) -> bytes:
     return convert.json_to_response(doc).SerializeToString()
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _code(http: int) -> int:
+    """The gRPC status number for the graph's HTTP status."""
+    return int(status.grpc_code(http).value[0])
+
+
 class GRPCFront:
-    """The gRPC server of one router process."""
+    """The gRPC server of one router process.
+
+    Plain text: our own HTTP/2 (graph_router.grpc.server), since grpc.aio's server costs
+    about 185 µs of CPU per call. With the TLS flags: grpc.aio, which does TLS and its
+    certificate rotation. The methods are the same for both: bytes in, bytes out,
+    failures raised as :class:`Abort`.
+    """
 
     def __init__(self, router: Router) -> None:
         self._router = router
         self._server: grpc.aio.Server | None = None
+        self._lean: LeanServer | None = None
         self._raw_for: tuple[GraphPlan | None, bool] = (None, False)
+        self._methods: dict[str, Unary] = {
+            f"/{SERVICE}/ServerLive": self.server_live,
+            f"/{SERVICE}/ServerReady": self.server_ready,
+            f"/{SERVICE}/ModelReady": self.model_ready,
+            f"/{SERVICE}/ServerMetadata": self.server_metadata,
+            f"/{SERVICE}/ModelMetadata": self.model_metadata,
+            f"/{SERVICE}/ModelInfer": self.model_infer,
+            f"/{HEALTH_SERVICE}/Check": self.health_check,
+        }
+        self._streams: dict[str, Streaming] = {f"/{HEALTH_SERVICE}/Watch": self.health_watch}
 
     def _ready(self) -> bool:
         return self._router.plan is not None and not self._router.shutting_down
@@ -167,6 +155,17 @@ class GRPCFront:
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0: any free port); returns the port."""
         settings: ServerSettings = self._router.settings
+        security = settings.security
+        if security.tls_cert_file is None or security.tls_key_file is None:
+            lean = LeanServer(self._methods, self._streams, max_message=settings.max_body_bytes,
+                              max_in_flight=settings.max_in_flight or 1 << 30)
+            try:
+                bound = await lean.start(host, port)
+            except OSError as exc:
+                raise OSError(exc.errno or errno.EADDRINUSE,
+                              f"cannot listen for gRPC on {host}:{port}: {exc}") from None
+            self._lean = lean
+            return bound
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
@@ -175,17 +174,12 @@ class GRPCFront:
             ],
             maximum_concurrent_rpcs=settings.max_in_flight,
         )
-        server.add_generic_rpc_handlers((self._inference_handlers(), self._health_handlers()))
+        server.add_generic_rpc_handlers((self._aio_handlers(),))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        security = settings.security
-        try:
-            if security.tls_cert_file is not None and security.tls_key_file is not None:
-                from ..security.grpc_tls import server_credentials  # the front serves TLS as HTTP does
+        from ..security.grpc_tls import server_credentials  # the front serves TLS as HTTP does
 
-                bound = server.add_secure_port(address, server_credentials(security.tls_cert_file,
-                                                                           security.tls_key_file))
-            else:
-                bound = server.add_insecure_port(address)
+        try:
+            bound = server.add_secure_port(address, server_credentials(security.tls_cert_file, security.tls_key_file))
         except RuntimeError as exc:
             raise OSError(errno.EADDRINUSE, f"cannot listen for gRPC on {address}: {exc}") from None
         if bound == 0:
@@ -196,91 +190,101 @@ class GRPCFront:
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new calls; let those in flight finish for ``grace`` seconds."""
+        if self._lean is not None:
+            await self._lean.stop(grace)
+            self._lean = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
         await close_channels()
 
-    def _inference_handlers(self) -> grpc.GenericRpcHandler:
-        def unary(behavior: Callable[[Any, Context], Coroutine[Any, Any, Any]], request: Any,
-                  response: Any) -> grpc.RpcMethodHandler[Any, Any]:
-            return grpc.unary_unary_rpc_method_handler(
-                behavior, request_deserializer=request.FromString, response_serializer=response.SerializeToString
-            )
+    def _aio_handlers(self) -> grpc.GenericRpcHandler:
+        """The same methods for grpc.aio (the TLS front): bytes both ways, Abort as context.abort."""
+        loop = asyncio.get_running_loop()
 
-        return grpc.method_handlers_generic_handler(SERVICE, {
-            "ServerLive": unary(self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
-            "ServerReady": unary(self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
-            "ModelReady": unary(self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
-            "ServerMetadata": unary(self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-            "ModelMetadata": unary(self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-            # Bytes both ways: the body is parsed only when the graph needs it.
-            "ModelInfer": grpc.unary_unary_rpc_method_handler(self.model_infer),
-        })
+        def call_of(raw: bytes, context: Context) -> Call:
+            remaining = context.time_remaining()
+            metadata = [(k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)]
+            return Call(raw, metadata, None if remaining is None else loop.time() + remaining, loop)
 
-    def _health_handlers(self) -> grpc.GenericRpcHandler:
-        request = health_pb2.HealthCheckRequest
-        response = health_pb2.HealthCheckResponse
-        return grpc.method_handlers_generic_handler(HEALTH_SERVICE, {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                self.health_check, request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString),
-            "Watch": grpc.unary_stream_rpc_method_handler(
-                self.health_watch, request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString),
-        })
+        def unary(method: Unary) -> grpc.RpcMethodHandler[Any, Any]:
+            async def behavior(raw: bytes, context: Context) -> bytes:
+                try:
+                    return await method(call_of(raw, context))
+                except Abort as exc:
+                    await context.abort(_CODES.get(exc.code, grpc.StatusCode.UNKNOWN), exc.message)
+                raise AssertionError("unreachable")
+
+            return grpc.unary_unary_rpc_method_handler(behavior)
+
+        def streaming(method: Streaming) -> grpc.RpcMethodHandler[Any, Any]:
+            async def behavior(raw: bytes, context: Context) -> AsyncIterator[bytes]:
+                try:
+                    async for message in method(call_of(raw, context)):
+                        yield message
+                except Abort as exc:
+                    await context.abort(_CODES.get(exc.code, grpc.StatusCode.UNKNOWN), exc.message)
+
+            return grpc.unary_stream_rpc_method_handler(behavior)
+
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for path, method in self._methods.items():
+            handlers[path] = unary(method)
+        for path, stream_method in self._streams.items():
+            handlers[path] = streaming(stream_method)
+
+        class Generic(grpc.GenericRpcHandler):
+            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+                return handlers.get(details.method)
+
+        return Generic()
 
     # --- inference.GRPCInferenceService ---------------------------------------------
 
-    async def server_live(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+    async def server_live(self, call: Call) -> bytes:
+        return _LIVE
 
-    async def server_ready(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
+    async def server_ready(self, call: Call) -> bytes:
         """False while draining after SIGTERM, as /readyz answers 503."""
-        return pb.ServerReadyResponse(ready=self._ready())
+        return pb.ServerReadyResponse(ready=self._ready()).SerializeToString()
 
-    async def _known(self, name: str, context: Context) -> GraphPlan:
+    def _known(self, name: str) -> GraphPlan:
         plan = self._router.plan
         if plan is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no graph is loaded yet")
-        assert plan is not None
+            raise Abort(wire.UNAVAILABLE, "no graph is loaded yet")
         if name != plan.name:
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"model {name!r} is not served here: this router serves graph {plan.name!r}")
+            raise Abort(wire.NOT_FOUND, f"model {name!r} is not served here: this router serves graph {plan.name!r}")
         return plan
 
-    async def model_ready(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
-        await self._known(request.name, context)
-        return pb.ModelReadyResponse(ready=self._ready())
+    async def model_ready(self, call: Call) -> bytes:
+        self._known(_parse(pb.ModelReadyRequest, call.request).name)
+        return pb.ModelReadyResponse(ready=self._ready()).SerializeToString()
 
-    async def server_metadata(self, request: pb.ServerMetadataRequest,
-                              context: Context) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="graph-router", version=__version__)
+    async def server_metadata(self, call: Call) -> bytes:
+        return pb.ServerMetadataResponse(name="graph-router", version=__version__).SerializeToString()
 
-    async def model_metadata(self, request: pb.ModelMetadataRequest,
-                             context: Context) -> pb.ModelMetadataResponse:
+    async def model_metadata(self, call: Call) -> bytes:
         """The graph as a model; its tensors are its steps' business, so none are listed."""
-        plan = await self._known(request.name, context)
-        return pb.ModelMetadataResponse(name=plan.name, platform="graph-router")
+        plan = self._known(_parse(pb.ModelMetadataRequest, call.request).name)
+        return pb.ModelMetadataResponse(name=plan.name, platform="graph-router").SerializeToString()
 
-    async def model_infer(self, raw: bytes, context: Context) -> bytes:
+    async def model_infer(self, call: Call) -> bytes:
         router = self._router
         plan = router.plan
         if plan is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no graph is loaded yet")
-        assert plan is not None
+            raise Abort(wire.UNAVAILABLE, "no graph is loaded yet")
+        raw = call.request
         try:
             name = request_model(raw)
         except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a ModelInferRequest: {exc}")
+            raise Abort(wire.INVALID_ARGUMENT, f"the request is not a ModelInferRequest: {exc}") from None
         if name != plan.name:
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"model {name!r} is not served here: this router serves graph {plan.name!r}")
-        pairs = [(k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)]
+            raise Abort(wire.NOT_FOUND, f"model {name!r} is not served here: this router serves graph {plan.name!r}")
+        pairs = call.metadata
         if router.auth is not None:  # --enable-auth: the same check as HTTP, on the authorization metadata
             denied = await router.auth.check(next((v for k, v in pairs if k == "authorization"), None))
             if denied is not None:
-                await context.abort(status.grpc_code(denied.status), orjson.loads(denied.body)["cause"])
+                raise Abort(_code(denied.status), orjson.loads(denied.body)["cause"])
         headers = router._propagator.select(pairs)
         raw_mode = self._passes_protobuf(plan)
         if raw_mode:
@@ -289,24 +293,23 @@ class GRPCFront:
             try:
                 body = orjson.dumps(convert.request_to_json(pb.ModelInferRequest.FromString(raw)))
             except (convert.ConversionError, DecodeError) as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                raise Abort(wire.INVALID_ARGUMENT, str(exc)) from None
         token = RAW_REQUEST.set(raw if raw_mode else None)
         try:
-            result = await self._run(plan, body, headers, context.time_remaining())
+            result = await self._run(plan, body, headers, call.time_remaining())
             answer = await result.whole()
         except RequestError as exc:
-            await context.abort(status.grpc_code(exc.status), exc.cause)
+            raise Abort(_code(exc.status), exc.cause) from None
         finally:
             RAW_REQUEST.reset(token)
         if not result.ok:
-            await context.abort(status.grpc_code(result.status), _message(answer))
+            raise Abort(_code(result.status), _message(answer))
         if result.content_type == PROTO_ANSWER:
             return answer
         try:
             return _answer(answer, result.content_type)
         except convert.ConversionError as exc:
-            await context.abort(grpc.StatusCode.INTERNAL, f"the graph's answer cannot be a ModelInferResponse: {exc}")
-        raise AssertionError("unreachable")
+            raise Abort(wire.INTERNAL, f"the graph's answer cannot be a ModelInferResponse: {exc}") from None
 
     async def _run(self, plan: GraphPlan, body: bytes, headers: Any, client_seconds: float | None) -> StepResponse:
         """The graph under the tighter of its deadlineSeconds and the client's deadline."""
@@ -329,24 +332,34 @@ class GRPCFront:
             return None
         return int(_SERVING if self._ready() else _NOT_SERVING)
 
-    async def health_check(self, request: health_pb2.HealthCheckRequest,
-                           context: Context) -> health_pb2.HealthCheckResponse:
-        found = self._health(request.service)
+    async def health_check(self, call: Call) -> bytes:
+        service = _parse(health_pb2.HealthCheckRequest, call.request).service
+        found = self._health(service)
         if found is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
-        return health_pb2.HealthCheckResponse(status=found)
+            raise Abort(wire.NOT_FOUND, f"unknown service {service!r}")
+        return bytes(health_pb2.HealthCheckResponse(status=found).SerializeToString())
 
-    async def health_watch(self, request: health_pb2.HealthCheckRequest,
-                           context: Context) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+    async def health_watch(self, call: Call) -> AsyncIterator[bytes]:
         """The status now, then each change (checked twice a second) until the client leaves."""
+        service = _parse(health_pb2.HealthCheckRequest, call.request).service
         last = None
         while True:
-            found = self._health(request.service)
+            found = self._health(service)
             now = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN if found is None else found
             if now != last:
                 last = now
-                yield health_pb2.HealthCheckResponse(status=now)
+                yield health_pb2.HealthCheckResponse(status=now).SerializeToString()
             await asyncio.sleep(_WATCH_POLL_SECONDS)
+
+
+_LIVE = pb.ServerLiveResponse(live=True).SerializeToString()
+
+
+def _parse(kind: Any, raw: bytes) -> Any:
+    try:
+        return kind.FromString(raw)
+    except DecodeError as exc:
+        raise Abort(wire.INVALID_ARGUMENT, f"the request is not a {kind.__name__}: {exc}") from None
 
 
 def with_grpc(background: Callable[[Router], Coroutine[Any, Any, None]], host: str, port: int,

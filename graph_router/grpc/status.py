@@ -57,3 +57,12 @@ def grpc_code(http: int) -> grpc.StatusCode:
     if found is not None:
         return found
     return grpc.StatusCode.INVALID_ARGUMENT if 400 <= http < 500 else grpc.StatusCode.INTERNAL
+
+
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def http_status_of(code: int) -> int:
+    """:func:`http_status` for a status number (the lean transport's)."""
+    found = _BY_NUMBER.get(code)
+    return 500 if found is None else _TO_HTTP.get(found, 500)

@@ -4,8 +4,10 @@
 :func:`call`, inside its own retry and deadline loop, so step timeouts, retries and the
 request deadline apply as to REST steps; the circuit breakers are the same objects.
 
-One channel per target (scheme and authority) and event loop, kept for the life of the
-process: HTTP/2 multiplexes every concurrent call on it. Requests and answers cross the
+One connection per target (scheme and authority) and event loop, kept for the life of
+the process: HTTP/2 multiplexes every concurrent call on it. ``grpc://`` calls go over
+graph_router.grpc.client (our own HTTP/2: grpc.aio's per-call cost is several times the
+whole REST path's); ``grpcs://`` calls over a grpc.aio channel, which does the TLS. Requests and answers cross the
 channel as bytes (no serializer), so a body the gRPC front received can be passed on
 as it came (:data:`RAW_REQUEST`) and an answer handed back the same way.
 
@@ -34,8 +36,9 @@ from google.protobuf.message import DecodeError
 from ..breaker import BREAKING_STATUSES, CircuitBreakers
 from ..errors import AnswerTooLarge, CircuitOpen, RequestError, UnreadableAnswer, UpstreamError
 from ..upstream import StepResponse
-from . import convert, status, urls
+from . import convert, status, urls, wire
 from ._proto import grpc_predict_v2_pb2 as pb
+from .client import Channel, RPCError
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +139,12 @@ def channels(max_response_bytes: int = 256 * 1024 * 1024) -> _Channels:
 
 async def close_channels() -> None:
     """Close this loop's channels (at shutdown; the next call opens new ones)."""
-    pool = _pools.pop(asyncio.get_running_loop(), None)
+    loop = asyncio.get_running_loop()
+    pool = _pools.pop(loop, None)
     if pool is not None:
         await pool.close()
+    for channel in (_lean.pop(loop, None) or {}).values():
+        channel.close()
 
 
 def target(url: str) -> urls.GRPCTarget:
@@ -168,20 +174,20 @@ def metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...] | None:
     return tuple(out) or None
 
 
-def request_bytes(body: bytes, t: urls.GRPCTarget) -> bytes:
-    """The serialized ModelInferRequest for ``t``'s model."""
+def request_parts(body: bytes, t: urls.GRPCTarget) -> list[bytes]:
+    """The serialized ModelInferRequest for ``t``'s model, as pieces sent one after another."""
     if body is RAW_REQUEST.get():
         # The front's bytes as they came, with the model (and version) renamed: a later
-        # occurrence of a singular field wins when protobuf parses, so appending
-        # them is a rename. The one copy of the tensor bytes the router makes.
-        return body + _string_field(1, t.model) + _string_field(2, t.version)
+        # occurrence of a singular field wins when protobuf parses, so appending them is
+        # a rename. Sent as pieces, the tensor bytes are not copied at all.
+        return [body, _string_field(1, t.model) + _string_field(2, t.version)]
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ConversionFailed(f"step call to {t.model} at {t.authority}: the request is not JSON, so it "
                                "cannot become a gRPC ModelInferRequest") from None
     try:
-        return convert.json_to_request(doc, t.model, t.version).SerializeToString()
+        return [convert.json_to_request(doc, t.model, t.version).SerializeToString()]
     except convert.ConversionError as exc:
         raise ConversionFailed(f"step call to {t.model} at {t.authority}: {exc}") from None
 
@@ -213,28 +219,23 @@ async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float
             f"service {t.host}:{t.port} is failing; calls are paused for "
             f"{breakers.retry_after(key):.1f}s more (circuit open)"
         )
-    payload = request_bytes(body, t)
-    method = channels(max_response_bytes).infer(t, _step_tls.get(url) if _step_tls else None)
-    try:
-        answer: bytes = await method(payload, timeout=timeout, metadata=metadata(headers))
-    except grpc.aio.AioRpcError as exc:
-        code = exc.code()
-        details = exc.details() or code.name
-        if code is grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
-            breakers.record(key, ok=False)
-            raise UpstreamError(f"step call to {url} timed out after {timeout:g}s") from None
-        if code is grpc.StatusCode.UNAVAILABLE and any(h in details.lower() for h in _TRANSPORT_HINTS):
-            breakers.record(key, ok=False)
-            raise UpstreamError(f"step call to {url} failed: {details}") from None
-        if code is grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in details.lower():
-            breakers.record(key, ok=True)
-            raise AnswerTooLarge(f"step call to {url}: {details}") from None
-        http_status = status.http_status(code)
-        breakers.record(key, ok=http_status not in BREAKING_STATUSES)
-        return StepResponse(http_status, orjson.dumps({"error": details}), "application/json")
-    except BaseException:
-        breakers.record(key, ok=True)  # cancelled by our side: says nothing about the service
-        raise
+    parts = request_parts(body, t)
+    if t.secure:
+        answer = await _call_aio(url, t, parts, headers, timeout, breakers, max_response_bytes)
+    else:
+        channel = lean_channel(t, max_response_bytes)
+        size = 0
+        for part in parts:
+            size += len(part)
+        try:
+            answer = await channel.unary(MODEL_INFER, parts, size, lean_metadata(headers), timeout)
+        except RPCError as exc:
+            return _failed(url, key, exc.code, exc.details, exc.transport, timeout, breakers)
+        except BaseException:
+            breakers.record(key, ok=True)  # cancelled by our side: says nothing about the service
+            raise
+    if isinstance(answer, StepResponse):
+        return answer
     breakers.record(key, ok=True)
     if body is RAW_REQUEST.get():
         return StepResponse(200, answer, PROTO_ANSWER)
@@ -243,3 +244,61 @@ async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float
     except (convert.ConversionError, DecodeError) as exc:
         raise UnreadableAnswer(f"step call to {url}: {exc}") from None
     return StepResponse(200, orjson.dumps(doc), "application/json")
+
+
+def _failed(url: str, key: Any, code: int, details: str, transport: bool, timeout: float | None,
+            breakers: CircuitBreakers) -> StepResponse:
+    """A non-OK call: raised as a transport error, or answered as the HTTP status it stands for."""
+    if code == wire.DEADLINE_EXCEEDED and timeout is not None and not transport:
+        breakers.record(key, ok=False)
+        raise UpstreamError(f"step call to {url} timed out after {timeout:g}s")
+    if transport:
+        breakers.record(key, ok=False)
+        raise UpstreamError(f"step call to {url} failed: {details}")
+    if code == wire.RESOURCE_EXHAUSTED and "message larger than max" in details.lower():
+        breakers.record(key, ok=True)
+        raise AnswerTooLarge(f"step call to {url}: {details}")
+    http_status = status.http_status_of(code)
+    breakers.record(key, ok=http_status not in BREAKING_STATUSES)
+    return StepResponse(http_status, orjson.dumps({"error": details or _CODE_NAMES.get(code, str(code))}),
+                        "application/json")
+
+
+async def _call_aio(url: str, t: urls.GRPCTarget, parts: list[bytes], headers: Mapping[str, str],
+                    timeout: float | None, breakers: CircuitBreakers, max_response_bytes: int) -> bytes | StepResponse:
+    """A grpcs:// call, through grpc.aio (which does the TLS)."""
+    method = channels(max_response_bytes).infer(t, _step_tls.get(url) if _step_tls else None)
+    payload = parts[0] if len(parts) == 1 else b"".join(parts)
+    try:
+        answer: bytes = await method(payload, timeout=timeout, metadata=metadata(headers))
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        details = exc.details() or code.name
+        transport = code is grpc.StatusCode.UNAVAILABLE and any(h in details.lower() for h in _TRANSPORT_HINTS)
+        return _failed(url, t.key, int(code.value[0]), details, transport, timeout, breakers)
+    except BaseException:
+        breakers.record(t.key, ok=True)  # cancelled by our side: says nothing about the service
+        raise
+    return answer
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_lean: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], Channel]] = (
+    weakref.WeakKeyDictionary())
+
+
+def lean_channel(t: urls.GRPCTarget, max_response_bytes: int) -> Channel:
+    """The running loop's connection to ``t`` (made on first use, kept for the process's life)."""
+    loop = asyncio.get_running_loop()
+    pool = _lean.get(loop)
+    if pool is None:
+        pool = _lean[loop] = {}
+    channel = pool.get((t.host, t.port))
+    if channel is None:
+        channel = pool[(t.host, t.port)] = Channel(t.host, t.port, max_response_bytes)
+    return channel
+
+
+def lean_metadata(headers: Mapping[str, str]) -> list[tuple[str, str]] | None:
+    found = metadata(headers)
+    return list(found) if found else None

@@ -1,0 +1,20 @@
+# Cython declarations for client.py (an augmenting .pxd; see graph_router/httpserver.pxd).
+from ..http2.connection cimport Connection
+
+cdef class ClientConnection:
+    cdef public Connection h2
+    cdef public object transport
+    cdef public bint lost
+    cdef public object _loop
+    cdef public bint _flush_soon
+
+cdef class Channel:
+    cdef public str host
+    cdef public object port
+    cdef public Py_ssize_t max_message
+    cdef public double connect_timeout
+    cdef public object loop
+    cdef public ClientConnection _conn
+    cdef public object _connecting
+    cdef public dict _heads
+    cdef public str _authority

@@ -1,0 +1,1 @@
+# Compiled (see setup.py): message framing and status trailers, on every call.

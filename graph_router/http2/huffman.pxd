@@ -1,0 +1,1 @@
+# Compiled (see setup.py): the Huffman decoding loop runs in C.
