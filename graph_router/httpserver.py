@@ -113,6 +113,7 @@ def _reason(status: int) -> bytes:
 
 
 _STATUS_LINES: dict[int, bytes] = {}
+_wall_clock = time.time  # looked up once: the Date header asks on every answer
 
 
 def status_line(status: int) -> bytes:
@@ -132,7 +133,7 @@ class _DateHeader:
         self._value = b""
 
     def get(self) -> bytes:
-        now = int(time.time())
+        now = int(_wall_clock())
         if now != self._second:
             self._second = now
             self._value = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
@@ -395,7 +396,7 @@ class ServerConnection:
         status = answer.status
         parts = self._head(status, answer.content_type, answer.headers, request, last)
         if status >= 200 and status != 204 and status != 304:  # rules.body_allowed, inlined
-            parts.append(b"Content-Length: %d\r\n\r\n" % len(answer.body))
+            parts.append(f"Content-Length: {len(answer.body)}\r\n\r\n".encode())
             if not request.head_only:
                 parts.append(answer.body)
         else:

@@ -5,7 +5,7 @@ cimport cython
 cdef Py_ssize_t _DEPTH_LIMIT
 cdef int _VALUE, _FIRST_ITEM, _FIRST_KEY, _KEY, _COLON, _AFTER
 
-@cython.locals(n=Py_ssize_t, i=Py_ssize_t, depth=Py_ssize_t, state=int, c=cython.uchar, in_object=bint, objects=bytearray, p=cython.p_uchar)
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, depth=Py_ssize_t, state=int, c=cython.uchar, in_object=bint, shallow=cython.ulonglong, bit=cython.ulonglong, k=Py_ssize_t, deep=bytearray, p=cython.p_uchar)
 cpdef bint valid(bytes data)
 
 @cython.locals(c=cython.uchar, e=cython.uchar, h=cython.uchar, k=Py_ssize_t)

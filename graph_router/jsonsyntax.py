@@ -38,9 +38,10 @@ def valid(data: bytes) -> bool:
     i = 0
     depth = 0
     state = _VALUE
-    # One byte per open container, 1 for an object and 0 for an array: the first
-    # ``depth`` bytes are the open ones (written in place, grown only when deep).
-    objects = bytearray(32)
+    # Which open containers are objects: bit k of ``shallow`` for the first 64 levels
+    # (no allocation for any ordinary document), one byte each in ``deep`` beyond.
+    shallow = 0
+    deep: bytearray | None = None
     while True:
         while i < n:
             c = p[i]
@@ -53,7 +54,11 @@ def valid(data: bytes) -> bool:
         if state == _AFTER:
             if depth == 0:
                 return False  # something after the value
-            in_object = objects[depth - 1]
+            if depth <= 64:
+                in_object = (shallow >> (depth - 1)) & 1
+            else:
+                assert deep is not None
+                in_object = deep[depth - 65]
             if c == 44:  # ,
                 state = _KEY if in_object else _VALUE
             elif (c == 125 and in_object) or (c == 93 and not in_object):  # } ]
@@ -86,9 +91,21 @@ def valid(data: bytes) -> bool:
             elif c == 123 or c == 91:  # { [
                 if depth == _DEPTH_LIMIT:
                     return False
-                if depth == len(objects):
-                    objects.extend(bytes(depth))
-                objects[depth] = 1 if c == 123 else 0
+                if depth < 64:
+                    bit = 1
+                    bit <<= depth  # a 64-bit shift when compiled
+                    if c == 123:
+                        shallow |= bit
+                    else:
+                        shallow &= ~bit
+                else:
+                    if deep is None:
+                        deep = bytearray()
+                    k = depth - 64
+                    if k == len(deep):
+                        deep.append(c == 123)
+                    else:
+                        deep[k] = c == 123
                 depth += 1
                 state = _FIRST_KEY if c == 123 else _FIRST_ITEM
                 i += 1
