@@ -591,7 +591,7 @@ class HTTPClient:
         """
         parts = [target.head]
         has_ua = has_ct = False
-        for name, value in headers.items():
+        for name, value in headers.items() if headers else ():  # usually none: no view to make
             lname = name.lower()
             if lname == "user-agent":
                 has_ua = True
