@@ -94,7 +94,8 @@ class HeaderPropagator:
         if not self._patterns:
             return _trace_context(incoming)
         out: CIMultiDict[str] = CIMultiDict()
-        items = list(incoming.items() if not isinstance(incoming, list) and isinstance(incoming, Mapping) else incoming)
+        items = incoming if type(incoming) is list else list(
+            incoming.items() if isinstance(incoming, Mapping) else incoming)
         named: list[str] | None = None
         for name, value in items:
             if len(name) == 10 and name.lower() == "connection":
@@ -108,9 +109,10 @@ class HeaderPropagator:
 def _trace_context(incoming: Mapping[str, str] | Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """Only the W3C trace context headers (the common case: no PROPAGATE_HEADERS)."""
     out: CIMultiDict[str] | None = None
-    # A request's headers are a list: test for that first (an ABC isinstance is slow).
-    items = incoming if isinstance(incoming, list) or not isinstance(incoming, Mapping) else incoming.items()
-    for name, value in items:
+    # A request's headers are a list: tested first, because isinstance() against the
+    # Mapping ABC runs interpreted code (abc.__instancecheck__) before the first byte.
+    pairs = incoming if type(incoming) is list else incoming.items() if isinstance(incoming, Mapping) else incoming
+    for name, value in pairs:
         n = len(name)
         if (n == 11 or n == 10) and name.lower() in TRACE_CONTEXT:
             if out is None:

@@ -50,6 +50,14 @@ cdef class HTTPServer:
     cdef public BufferBudget budget
     cdef public object tls
 
+cdef class StreamingResponse:
+    cdef public object after_head
+    cdef public object status
+    cdef public object chunks
+    cdef public object content_type
+    cdef public object headers
+    cdef public object first
+
 cdef class Response:
     cdef public object status
     cdef public bytes body

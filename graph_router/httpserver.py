@@ -77,15 +77,29 @@ class ChunkSource(Protocol):
     async def aclose(self) -> None: ...
 
 
-@dataclass(slots=True)
 class StreamingResponse:
-    """An answer sent as it is produced (chunked transfer encoding)."""
+    """An answer sent as it is produced (chunked transfer encoding).
 
-    status: int
-    chunks: ChunkSource
-    content_type: str | None = None
-    headers: list[tuple[str, str]] | None = None
-    first: bytes | None = None  # content already in hand: written in one write with the head
+    ``first``: content already in hand, written in one write with the head.
+    ``after_head``: called once the head has been written (or the client left before
+    it could be): the bookkeeping that need not delay the first byte. (A plain class,
+    made on every streamed answer before its first byte: a dataclass's __init__ stays
+    interpreted Python in the compiled build.)
+    """
+
+    __slots__ = ("after_head", "chunks", "content_type", "first", "headers", "status")
+
+    def __init__(self, status: int, chunks: ChunkSource, content_type: str | None = None,
+                 headers: list[tuple[str, str]] | None = None, first: bytes | None = None) -> None:
+        self.status = status
+        self.chunks = chunks
+        self.content_type = content_type
+        self.headers = headers
+        self.first = first
+        self.after_head: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"StreamingResponse({self.status}, {self.content_type!r})"
 
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
@@ -365,7 +379,13 @@ class ServerConnection:
             self.handler_deadline = _NEVER
         if self._closed:
             if isinstance(answer, StreamingResponse):
-                await answer.chunks.aclose()
+                after = answer.after_head
+                answer.after_head = None
+                try:
+                    if after is not None:
+                        after()
+                finally:
+                    await answer.chunks.aclose()
             return
         last = not request.keep_alive or ((self._closing or self._server.draining) and not self._queue)
         if last:
@@ -425,6 +445,10 @@ class ServerConnection:
             parts.append(first if http10 else b"%x\r\n%b\r\n" % (len(first), first))
         transport.write(b"".join(parts))
         try:
+            after = answer.after_head
+            if after is not None:  # the first byte is out: now the rest of the bookkeeping
+                answer.after_head = None
+                after()
             if no_content:
                 return
             async for chunk in answer.chunks:

@@ -73,6 +73,8 @@ class _Relay:
     step's connection even if the relay never started (the client left first).
     """
 
+    __slots__ = ("_ended", "_graph", "_sse", "_stream")
+
     def __init__(self, stream: StepStream, content_type: str | None, graph: str, encoded: bool = False) -> None:
         self._stream = stream
         self._sse = not encoded and (content_type or "").startswith("text/event-stream")

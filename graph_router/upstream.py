@@ -306,6 +306,9 @@ class UpstreamClient:
 class StepStream:
     """A step's answer body as it arrives; transport errors become UpstreamError here."""
 
+    # Made for every streamed answer before its first byte goes on: no instance dict.
+    __slots__ = ("_body", "_url")
+
     def __init__(self, body: httpclient.BodyStream, url: str) -> None:
         self._body = body
         self._url = url

@@ -179,6 +179,35 @@ async def test_read_timeout_of_a_later_request_is_answered_in_order(start_servic
     assert len(svc.received) == 1
 
 
+async def test_after_head_runs_once_the_head_is_written_before_the_rest(start_http: Any) -> None:
+    """A streamed answer's after_head hook runs once, with its head and first bytes out, not at the stream's end."""
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    class Held(Chunks):
+        async def __anext__(self) -> bytes:
+            await release.wait()
+            return await super().__anext__()
+
+    async def stream(request: Request) -> StreamingResponse:
+        answer = StreamingResponse(200, Held([b"rest"]), "text/plain", first=b"first")
+        answer.after_head = lambda: calls.append("head")
+        return answer
+
+    server = await start_http(stream)
+    wire = await Wire.open(f"http://127.0.0.1:{server.port}")
+    await wire.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(3):
+        head = await wire.reader.readuntil(b"5\r\nfirst\r\n")  # the head and the first bytes, in one write
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert calls == ["head"]  # already, while the rest is held back
+    release.set()
+    async with asyncio.timeout(3):
+        rest = await wire.reader.readuntil(b"0\r\n\r\n")
+    assert rest == b"4\r\nrest\r\n0\r\n\r\n"
+    assert calls == ["head"]  # once
+
+
 # --- Rule 3: HEAD never carries content (RFC 9110 §9.3.2) -------------------------------
 
 async def test_head_of_a_streamed_answer_has_no_content(start_http: Any) -> None:

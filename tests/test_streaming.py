@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 from conftest import echo
+from metrics_scrape import scrape
+
+from graph_router.telemetry import Telemetry
+from graph_router.telemetry.logs import FIELDS
 
 
 def sse_service(events: int, gap: float, log: dict[str, Any], *, die_after: int | None = None) -> Any:
@@ -145,3 +151,23 @@ async def test_chunked_json_answer_streams_through_switch(start_service: Any, st
     assert status == 200
     assert orjson.loads(body) == {"a": [1, 2]}
     assert headers["Content-Type"] == "application/json"
+
+
+async def test_a_streamed_answer_is_counted_and_logged(start_service: Any, start_router: Any,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A relayed event stream (not an OpenAI step) is in the request series and has its access-log line,
+    though both are recorded after its head is written."""
+    caplog.set_level(logging.INFO, logger="graph_router.telemetry.recorder")
+    llm = await start_service({"/l": sse_service(2, 0.05, {})})
+    router = await start_router({"nodes": {"root": {"routerType": "Sequence", "steps": [
+        {"serviceUrl": llm.url("/l")}]}}}, telemetry=Telemetry())
+    for _ in range(2):
+        async with router.session.post(router.url, data=b'{"q": 1}') as resp:
+            assert resp.status == 200
+            assert b"data: [DONE]" in await resp.read()
+    m = await scrape(router.url)
+    assert m.value("graph_router_requests_total", graph="test", code="200") == 2
+    assert m.value("graph_router_request_duration_seconds_count", graph="test") == 2
+    assert m.value("graph_router_overhead_seconds_count", graph="test") == 2
+    lines = [getattr(r, FIELDS) for r in caplog.records if r.getMessage() == "graph request"]
+    assert [line["status"] for line in lines] == [200, 200]

@@ -120,6 +120,10 @@ class UsageStream(StepStream):
     event anyway); otherwise every chunk is handed on as it arrives.
     """
 
+    # Made for every streamed OpenAI answer before its first byte goes on: no instance dict.
+    __slots__ = ("_ended", "_inner", "_later", "_plain", "_scan", "_sep", "_size", "_sse", "_strip", "_tail",
+                 "_tally")
+
     def __init__(self, inner: StepStream, tally: Tally, strip: bool, sse: bool) -> None:
         self._inner = inner
         self._tally = tally

@@ -26,6 +26,9 @@ cdef class StepTally:
     cdef public bint usage_seen
 
 cdef class LLMStep:
+    cdef public object _graph
+    cdef public object _metrics
+    cdef public object _series
     cdef public object fallbacks
     cdef public str label
     cdef public str node

@@ -169,13 +169,18 @@ class StepTally:
 class LLMStep:
     """What the router adds to one step: OpenAI accounting and/or fallbacks."""
 
-    __slots__ = ("fallbacks", "label", "node", "openai")
+    __slots__ = ("_graph", "_metrics", "_series", "fallbacks", "label", "node", "openai")
 
     def __init__(self, node: str, label: str, openai: bool, fallbacks: tuple[Target, ...]) -> None:
         self.node = node
         self.label = label
         self.openai = openai
         self.fallbacks = fallbacks
+        # The step's series, looked up once per (metrics, graph) rather than per answer:
+        # the lookup runs before the first byte is relayed.
+        self._metrics: LLMMetrics | None = None
+        self._graph = ""
+        self._series: StepSeries | None = None
 
     def call(self, client: UpstreamClient, step: StepPlan, url: str, body: bytes, headers: CIMultiDict[str],
              ctx: RequestContext, tail: bool) -> Awaitable[StepResponse]:
@@ -251,7 +256,14 @@ class LLMStep:
     def _account(self, result: StepResponse, probe: RequestProbe | None, record: LLMRequest | None,
                  metrics: LLMMetrics | None, started: float, strip: bool) -> StepResponse:
         """Figures for an answer that has begun: usage now (plain) or as the stream passes."""
-        series = metrics.step(probe.graph, self.node, self.label) if metrics is not None and probe else None
+        series = None
+        if metrics is not None and probe is not None:
+            graph = probe.graph
+            if metrics is self._metrics and graph == self._graph:
+                series = self._series
+            else:
+                series = self._series = metrics.step(graph, self.node, self.label)
+                self._metrics, self._graph = metrics, graph
         if record is not None:
             record.ttfb = perf_counter() - started
         tally = StepTally(record, series, started)

@@ -33,6 +33,11 @@ cdef class RequestProbe:
     cdef public double wait_from
     cdef public object llm
     cdef public object endpoint
+    cdef public object _status
+    cdef public double _total
+    cdef public double _own
+    cdef public object _cause
+    cdef public bint _log_after_head
 
     cpdef _header(self, Telemetry telemetry, str name, str value)
     cpdef double call_started(self)

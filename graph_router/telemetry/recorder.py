@@ -246,12 +246,23 @@ class RequestProbe:
         graph = self.series
         graph.in_flight -= 1
         status = answer.status
-        h = graph.by_code.get(status)
-        if h is None:
-            observe(graph.by_code, status, total)
+        streamed = False
+        if isinstance(answer, StreamingResponse):
+            # Its head goes out first: the histograms and the log line follow (head_sent).
+            streamed = True
+            self._status: int = status
+            self._total: float = total
+            self._own: float = own
+            self._cause: str | None = cause
+            self._log_after_head: bool = False
+            answer.after_head = self.head_sent
         else:
-            h.add(total)
-        graph.overhead.add(own)
+            h = graph.by_code.get(status)
+            if h is None:
+                observe(graph.by_code, status, total)
+            else:
+                h.add(total)
+            graph.overhead.add(own)
         timing = ("Server-Timing", _server_timing(total, own))
         headers = answer.headers
         if headers is None:
@@ -265,11 +276,29 @@ class RequestProbe:
                 headers.append((RESPONSE_HEADER, header_value(self.explain)))
             if self.span is not None:
                 GraphTracer.end_request(self.span, self.token, status, cause)
+        if streamed:
+            self._log_after_head = True
+            return answer
         if cause is not None:
             self._log(logging.WARNING, status, total, own, cause)
         elif self.telemetry.log_requests:
             self._log(logging.INFO, status, total, own, None)
         return answer
+
+    def head_sent(self) -> None:
+        """A streamed answer's head is written: its histograms, and its log line unless that
+        waits for the stream's end (an OpenAI step's figures). Off the first byte's path."""
+        graph = self.series
+        status, total, own = self._status, self._total, self._own
+        h = graph.by_code.get(status)
+        if h is None:
+            observe(graph.by_code, status, total)
+        else:
+            h.add(total)
+        graph.overhead.add(own)
+        if self._log_after_head:
+            self._log_after_head = False
+            self.write_log(status, total, own, self._cause)
 
     def write_log(self, status: int, total: float, own: float, cause: str | None) -> None:
         """The request's line, written when its answer is known (a tallied stream's: at its end)."""
