@@ -2,7 +2,7 @@
 
 cimport cython
 
-from .rules cimport FieldName, HeadMeter
+from .rules cimport FieldLine, FieldName, HeadMeter
 
 cdef bytes _PATH
 
@@ -42,6 +42,7 @@ cdef class RequestReader:
     cdef public bint stopped
     cdef public object _parser
     cdef public HeadMeter _meter
+    cdef public FieldLine _line
     cdef public bint _began
     cdef public bint in_message
     cdef public bint _head_done
@@ -62,10 +63,10 @@ cdef class RequestReader:
     cdef public bint _expect_continue
 
     cpdef feed(self, bytes data)
-    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, p=cython.p_uchar, token=cython.p_uchar, path_start=Py_ssize_t,
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, p=cython.p_uchar, path_start=Py_ssize_t,
                    path_end=Py_ssize_t, head_bytes=Py_ssize_t, host_start=Py_ssize_t, host_end=Py_ssize_t,
-                   length=Py_ssize_t, declared=bint, keep_alive=bint, start=Py_ssize_t, name_end=Py_ssize_t,
-                   value_start=Py_ssize_t, value_end=Py_ssize_t, size=Py_ssize_t, k=Py_ssize_t,
+                   length=Py_ssize_t, declared=bint, keep_alive=bint, start=Py_ssize_t,
+                   size=Py_ssize_t, line=FieldLine,
                    limits=ReaderLimits, budget=BufferBudget, request=Request, good=bytes)
     cdef bint _whole(self, bytes data)
     cpdef _reset(self)

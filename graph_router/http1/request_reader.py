@@ -31,7 +31,7 @@ from typing import Any
 
 import httptools
 
-from .rules import TOKEN, FieldName, HeadMeter, valid_host
+from .rules import FieldLine, FieldName, HeadMeter, valid_host
 
 
 class Request:
@@ -139,6 +139,7 @@ class RequestReader:
         self.stopped = False  # a rejection was made, or a request ended the connection
         self._parser: Any = httptools.HttpRequestParser(self)
         self._meter = HeadMeter(limits.max_header_bytes)
+        self._line = FieldLine()
         self._began = False
         self._good_host = b""  # the last Host value found valid
         self._method = b""
@@ -202,7 +203,7 @@ class RequestReader:
         """
         n = len(data)
         p = data  # compiled: a pointer to the bytes, indexed in C
-        token = TOKEN
+        line = self._line
         limits = self.limits
         if n < 16:
             return False
@@ -251,47 +252,30 @@ class RequestReader:
                 i += 2
                 break
             start = i
-            while i < n and token[p[i]]:  # the field name (RFC 9110 §5.1)
-                i += 1
-            if i == start or i >= n or p[i] != 58:
+            i = line.scan(p, i, n)
+            if i < 0:
                 return False
-            name_end = i
-            i += 1
-            while i < n and (p[i] == 32 or p[i] == 9):
-                i += 1
-            value_start = i
-            while i < n and (p[i] == 9 or 32 <= p[i] <= 126):
-                i += 1
-            if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
-                return False
-            value_end = i
-            while value_end > value_start and (p[value_end - 1] == 32 or p[value_end - 1] == 9):
-                value_end -= 1
-            i += 2
-            if i < n and (p[i] == 32 or p[i] == 9):
-                return False  # obs-fold
-            size = name_end - start
-            head_bytes += size + (value_end - value_start) + 4
+            size = line.name_end - start
+            head_bytes += size + (line.value_end - line.value_start) + 4
             if head_bytes > limits.max_header_bytes:
                 return False
-            headers.append((data[start:name_end].decode("latin-1"), data[value_start:value_end].decode("latin-1")))
+            headers.append((data[start:line.name_end].decode("latin-1"),
+                            data[line.value_start:line.value_end].decode("latin-1")))
             if size == 4 and FieldName.equals(p, start, b"host", 4):
                 if host_start >= 0:
                     return False
-                host_start = value_start
-                host_end = value_end
+                host_start = line.value_start
+                host_end = line.value_end
             elif size == 14 and FieldName.equals(p, start, b"content-length", 14):
-                if declared or value_end == value_start or value_end - value_start > 15:
-                    return False
+                length = line.number(p)
+                if declared or length < 0:
+                    return False  # repeated, or not a plain number: llhttp decides
                 declared = True
-                for k in range(value_start, value_end):
-                    if not 48 <= p[k] <= 57:
-                        return False
-                    length = length * 10 + (p[k] - 48)
             elif size == 10 and FieldName.equals(p, start, b"connection", 10):
-                if value_end - value_start == 5 and FieldName.equals(p, value_start, b"close", 5):
+                if line.value_end - line.value_start == 5 and FieldName.equals(p, line.value_start, b"close", 5):
                     keep_alive = False
-                elif not (value_end - value_start == 10 and FieldName.equals(p, value_start, b"keep-alive", 10)):
+                elif not (line.value_end - line.value_start == 10
+                          and FieldName.equals(p, line.value_start, b"keep-alive", 10)):
                     return False
             elif (size == 17 and FieldName.equals(p, start, b"transfer-encoding", 17)) or (
                     size == 6 and FieldName.equals(p, start, b"expect", 6)) or (

@@ -1,13 +1,14 @@
 # Cython declarations for response_reader.py (an augmenting .pxd; see graph_router/httpserver.pxd).
 cimport cython
 
-from .rules cimport FieldName, HeadMeter
+from .rules cimport FieldLine, FieldName, HeadMeter
 
 cpdef Py_ssize_t _crlf_run(bytes data)
 
 cdef class ResponseReader:
     cdef public object _parser
     cdef public HeadMeter _meter
+    cdef public FieldLine _line
     cdef public Py_ssize_t max_body
     cdef public int state
     cdef public bint streaming
@@ -30,8 +31,8 @@ cdef class ResponseReader:
     cpdef int feed(self, bytes data)
     cpdef int eof(self)
     @cython.locals(n=Py_ssize_t, i=Py_ssize_t, p=cython.p_uchar, d0=int, d1=int, d2=int, status=int,
-                   length=Py_ssize_t, keep_alive=bint, start=Py_ssize_t, name_end=Py_ssize_t,
-                   value_start=Py_ssize_t, value_end=Py_ssize_t, size=Py_ssize_t, k=Py_ssize_t, token=cython.p_uchar)
+                   length=Py_ssize_t, keep_alive=bint, start=Py_ssize_t,
+                   size=Py_ssize_t, k=Py_ssize_t, line=FieldLine)
     cdef bint _whole(self, bytes data)
     cpdef Py_ssize_t _end_run(self)
     cpdef bytes body(self)

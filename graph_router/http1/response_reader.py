@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import httptools
 
-from .rules import TOKEN, FieldName, HeadMeter
+from .rules import FieldLine, FieldName, HeadMeter
 
 # States, as feed() returns them.
 IDLE = 0
@@ -78,6 +78,7 @@ class ResponseReader:
         self.error = ""
         self.error_kind = 0
         self.chunks: list[bytes] = []
+        self._line = FieldLine()
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -153,7 +154,7 @@ class ResponseReader:
         """
         n = len(data)
         p = data  # compiled: a pointer to the bytes, indexed in C
-        token = TOKEN
+        line = self._line
         if n < 16 or not data.startswith(b"HTTP/1.1 "):
             return False
         d0 = p[9] - 48
@@ -183,43 +184,26 @@ class ResponseReader:
                 i += 2
                 break  # the empty line: the head ends
             start = i
-            while i < n and token[p[i]]:  # the field name (RFC 9110 §5.1)
-                i += 1
-            if i == start or i >= n or p[i] != 58:  # a name, then ":" (no space before it)
+            i = line.scan(p, i, n)
+            if i < 0:
                 return False
-            name_end = i
-            i += 1
-            while i < n and (p[i] == 32 or p[i] == 9):
-                i += 1
-            value_start = i
-            while i < n and (p[i] == 9 or 32 <= p[i] <= 126):
-                i += 1
-            if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
-                return False  # a control byte, obs-text, a bare LF, or the head goes on
-            value_end = i
-            while value_end > value_start and (p[value_end - 1] == 32 or p[value_end - 1] == 9):
-                value_end -= 1
-            i += 2
-            if i < n and (p[i] == 32 or p[i] == 9):
-                return False  # obs-fold (RFC 9112 §5.2): llhttp decides
-            size = name_end - start
+            size = line.name_end - start
             if size == 12 and FieldName.equals(p, start, b"content-type", 12):
-                content_type = data[value_start:value_end].decode("latin-1")
+                content_type = data[line.value_start:line.value_end].decode("latin-1")
             elif size == 14 and FieldName.equals(p, start, b"content-length", 14):
-                if length >= 0 or value_end == value_start or value_end - value_start > 15:
-                    return False  # repeated, empty or huge: llhttp decides
-                length = 0
-                for k in range(value_start, value_end):
-                    if not 48 <= p[k] <= 57:
-                        return False  # not a plain number
-                    length = length * 10 + (p[k] - 48)
+                if length >= 0:
+                    return False  # repeated: llhttp decides
+                length = line.number(p)
+                if length < 0:
+                    return False  # not a plain number: llhttp decides
             elif size == 16 and FieldName.equals(p, start, b"content-encoding", 16):
-                coding = data[value_start:value_end].decode("latin-1")
+                coding = data[line.value_start:line.value_end].decode("latin-1")
                 content_encoding = coding if content_encoding is None else content_encoding + ", " + coding
             elif size == 10 and FieldName.equals(p, start, b"connection", 10):
-                if value_end - value_start == 5 and FieldName.equals(p, value_start, b"close", 5):
+                if line.value_end - line.value_start == 5 and FieldName.equals(p, line.value_start, b"close", 5):
                     keep_alive = False
-                elif not (value_end - value_start == 10 and FieldName.equals(p, value_start, b"keep-alive", 10)):
+                elif not (line.value_end - line.value_start == 10
+                          and FieldName.equals(p, line.value_start, b"keep-alive", 10)):
                     return False
             elif (size == 17 and FieldName.equals(p, start, b"transfer-encoding", 17)) or (
                     size == 7 and FieldName.equals(p, start, b"upgrade", 7)):

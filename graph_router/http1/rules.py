@@ -70,6 +70,59 @@ class FieldName:
         return True
 
 
+class FieldLine:
+    """One field line read in place by the one-pass reads: where its name and value lie.
+
+    ``scan`` takes only the plain shape (RFC 9110 §5.1, §5.5): a token name, ``:`` with
+    no space before it, optional whitespace, a value of printable ASCII and tabs, CRLF,
+    and no obs-fold after it. Anything else makes the caller hand the message to llhttp.
+    """
+
+    def __init__(self) -> None:
+        self.name_end = 0
+        self.value_start = 0
+        self.value_end = 0  # trailing whitespace excluded (RFC 9110 §5.5)
+
+    def scan(self, p: bytes, i: int, n: int) -> int:
+        """Read the field line starting at ``i`` of ``p[:n]``; the index after it, or -1."""
+        token = TOKEN
+        start = i
+        while i < n and token[p[i]]:
+            i += 1
+        if i == start or i >= n or p[i] != 58:  # a name, then ":"
+            return -1
+        self.name_end = i
+        i += 1
+        while i < n and (p[i] == 32 or p[i] == 9):
+            i += 1
+        self.value_start = i
+        while i < n and (p[i] == 9 or 32 <= p[i] <= 126):
+            i += 1
+        if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+            return -1  # a control byte, obs-text, a bare LF, or the head goes on past this read
+        end = i
+        while end > self.value_start and (p[end - 1] == 32 or p[end - 1] == 9):
+            end -= 1
+        self.value_end = end
+        i += 2
+        if i < n and (p[i] == 32 or p[i] == 9):
+            return -1  # obs-fold (RFC 9112 §5.2)
+        return i
+
+    def number(self, p: bytes) -> int:
+        """The value as a plain decimal of at most 15 digits (a Content-Length); -1 if it is not one."""
+        start = self.value_start
+        end = self.value_end
+        if end == start or end - start > 15:
+            return -1
+        value = 0
+        for k in range(start, end):
+            if not 48 <= p[k] <= 57:
+                return -1
+            value = value * 10 + (p[k] - 48)
+        return value
+
+
 class HeadMeter:
     """Counts a message head's bytes while they arrive, so a limit is enforced at once.
 
