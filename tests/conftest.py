@@ -109,6 +109,19 @@ def _as_handler(answer: Any) -> Handler:
     return fixed
 
 
+async def wait_ready(session: aiohttp.ClientSession, url: str, tries: int = 200) -> None:
+    """Poll ``url``/readyz until the router started as a subprocess answers 200."""
+    for _ in range(tries):
+        try:
+            async with session.get(url.rstrip("/") + "/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} never became ready")
+
+
 async def echo(request: web.Request) -> web.Response:
     """Answers with the request body, as it came."""
     return web.Response(body=await request.read(), content_type="application/json")

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import echo
+from conftest import echo, wait_ready
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_logs import free_port, spec_for
@@ -285,13 +285,7 @@ async def serve_and_load(tmp_path: Path, spec: dict[str, Any], count: int, concu
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-            for _ in range(100):
-                try:
-                    async with session.get(url + "/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
+            await wait_ready(session, url)
 
             async def one(i: int) -> None:
                 headers = {"X-Request-Id": f'id-{i} "quoted"\\'} if i % 3 == 0 else {}

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from conftest import echo
+from conftest import echo, wait_ready
 
 SECRET = "do-not-log-this-payload"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -36,13 +36,7 @@ async def run_router(tmp_path: Path, spec: dict[str, Any], requests: list[dict[s
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(url + "/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
+            await wait_ready(session, url)
             for kwargs in requests:
                 async with session.post(url, **kwargs) as resp:
                     await resp.read()

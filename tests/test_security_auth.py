@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_ready
 from fake_kube import FakeKube
 
 from graph_router.controller.kube import KubeClient
@@ -265,13 +266,7 @@ async def test_cli_enable_auth_end_to_end(fake: FakeKube, tmp_path: Path, start_
         import aiohttp
 
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(url + "readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
+            await wait_ready(session, url)
             async with session.post(url, data=b"{}") as resp:
                 assert resp.status == 401
             async with session.post(url, data=b"{}", headers={"Authorization": "Bearer bob-token"}) as resp:
