@@ -73,6 +73,7 @@ cdef class Connection:
     cdef _add_fragment(self, bytes fragment)
     cdef _block_done(self)
     cdef _remote_end(self, Stream stream)
+    @cython.locals(p=cython.p_uchar, increment=Py_ssize_t)
     cdef _window_update(self, Py_ssize_t stream_id, bytes payload)
     cpdef Stream open_stream(self)
     @cython.locals(limit=Py_ssize_t, at=Py_ssize_t, flags=int)

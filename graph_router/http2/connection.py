@@ -227,7 +227,7 @@ class Connection:
             length = p[i] << 16 | p[i + 1] << 8 | p[i + 2]
             kind = p[i + 3]
             flags = p[i + 4]
-            stream_id = (p[i + 5] << 24 | p[i + 6] << 16 | p[i + 7] << 8 | p[i + 8]) & 0x7FFFFFFF
+            stream_id = (p[i + 5] & 0x7F) << 24 | p[i + 6] << 16 | p[i + 7] << 8 | p[i + 8]  # reserved bit dropped
             if length > self.local_max_frame:
                 raise ConnectionFailure(FRAME_SIZE_ERROR,
                                         f"a {length}-octet frame, over the {self.local_max_frame} allowed")
@@ -483,7 +483,8 @@ class Connection:
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
             raise ConnectionFailure(FRAME_SIZE_ERROR, "WINDOW_UPDATE is 4 octets")
-        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        p = payload
+        increment = (p[0] & 0x7F) << 24 | p[1] << 16 | p[2] << 8 | p[3]  # the top bit is reserved
         if stream_id == 0:
             if increment == 0:
                 raise ConnectionFailure(PROTOCOL_ERROR, "a connection WINDOW_UPDATE of 0")
