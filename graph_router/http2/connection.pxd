@@ -57,6 +57,8 @@ cdef class Connection:
 
     # The frame loop and what it calls run as C methods: a Python-level method call
     # and boxed ints per frame cost more than the framing itself.
+    cpdef receive(self, object data)
+    cpdef bint can_open(self)
     @cython.locals(p=cython.p_uchar, i=Py_ssize_t, n=Py_ssize_t, length=Py_ssize_t, kind=int, flags=int,
                    stream_id=Py_ssize_t, end=Py_ssize_t, want=Py_ssize_t, start=Py_ssize_t)
     cdef _receive(self, bytes data)
