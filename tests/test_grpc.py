@@ -162,6 +162,15 @@ def test_model_name_is_read_without_parsing_the_tensors() -> None:
     assert request_model(raw + b"\x0a\x03abc") == "abc"  # the last occurrence wins, as in protobuf
     with pytest.raises(ValueError):
         request_model(b"\x0a\x10ab")
+    # Varints of up to 64 bits are read whole (a 10-octet id length of 2^63 runs past the end);
+    # longer ones are refused, as protobuf refuses them, in both builds alike.
+    with pytest.raises(ValueError, match="ends inside"):
+        request_model(b"\x12" + b"\x80" * 9 + b"\x01")
+    with pytest.raises(ValueError, match="over 64 bits"):
+        request_model(b"\x12" + b"\x80" * 9 + b"\x02")
+    with pytest.raises(ValueError):
+        request_model(b"\x12" + b"\x80" * 10 + b"\x01")
+    assert request_model(b"\x18" + b"\xff" * 9 + b"\x01" + raw) == "graph"  # a 64-bit varint field skipped
 
 
 def test_grpc_step_urls_are_validated_at_load() -> None:

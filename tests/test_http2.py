@@ -525,6 +525,31 @@ def test_sans_io_connection_windows_and_frame_sizes() -> None:
     assert ended and b"".join(bytes(c) for c in ended[0].chunks) == body
 
 
+def test_frame_heads_and_reserved_bits() -> None:
+    """§4.1: a frame head is 24-bit length, type, flags, R bit + 31-bit stream id; R is ignored on receipt.
+
+    Both are read and written in C in the compiled build: the bytes must be the RFC's.
+    """
+    assert h2.frame_head(0x123456, 7, 0x25, 0x7FFFFFFF) == bytes.fromhex("123456" "07" "25" "7fffffff")
+    assert h2.frame_head(0, h2.DATA, 0, 1) == bytes.fromhex("000000" "00" "00" "00000001")
+    server = h2.Connection(False)
+    server.receive(h2.PREFACE + h2.frame_head(0, h2.SETTINGS, 0, 0))
+    window = server.send_window
+    # The connection window grows by 100: the reserved bit of the increment is not part of it (§6.9).
+    server.receive(h2.frame_head(4, h2.WINDOW_UPDATE, 0, 0) + (0x80000000 | 100).to_bytes(4, "big"))
+    assert server.send_window == window + 100 and not server.closed
+    # A HEADERS frame whose stream id carries the R bit opens stream 1 (the bit dropped).
+    block = hpack.encode([(":method", "POST"), (":path", "/x")])
+    head = bytearray(h2.frame_head(len(block), h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, 1))
+    head[5] |= 0x80
+    server.receive(bytes(head) + block)
+    assert [(kind, s.id) for kind, s, _ in server.events if s is not None][:1] == [(h2.EV_HEADERS, 1)]
+    # Bytes-like input (not only bytes) is read the same.
+    other = h2.Connection(False)
+    other.receive(memoryview(h2.PREFACE + h2.frame_head(0, h2.SETTINGS, 0, 0) + bytes(head) + block))
+    assert [s.id for kind, s, _ in other.events if kind == h2.EV_HEADERS] == [1]
+
+
 async def test_calls_past_the_in_flight_limit_are_resource_exhausted() -> None:
     """As grpc.aio's maximum_concurrent_rpcs: past max_in_flight calls, RESOURCE_EXHAUSTED, then room again."""
     echo = Echo()

@@ -180,7 +180,7 @@ def request_parts(body: bytes, t: urls.GRPCTarget) -> list[bytes]:
         # The front's bytes as they came, with the model (and version) renamed: a later
         # occurrence of a singular field wins when protobuf parses, so appending them is
         # a rename. Sent as pieces, the tensor bytes are not copied at all.
-        return [body, _string_field(1, t.model) + _string_field(2, t.version)]
+        return [body, _rename(t.model, t.version)]
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -190,6 +190,20 @@ def request_parts(body: bytes, t: urls.GRPCTarget) -> list[bytes]:
         return [convert.json_to_request(doc, t.model, t.version).SerializeToString()]
     except convert.ConversionError as exc:
         raise ConversionFailed(f"step call to {t.model} at {t.authority}: {exc}") from None
+
+
+_renames: dict[tuple[str, str], bytes] = {}
+
+
+def _rename(model: str, version: str) -> bytes:
+    """The model_name and model_version fields appended to rename a request (built once per target)."""
+    key = (model, version)
+    found = _renames.get(key)
+    if found is None:
+        found = _string_field(1, model) + _string_field(2, version)
+        if len(_renames) < 4096:
+            _renames[key] = found
+    return found
 
 
 def _string_field(number: int, value: str) -> bytes:

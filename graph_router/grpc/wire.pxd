@@ -1,1 +1,8 @@
 # Compiled (see setup.py): message framing and status trailers, on every call.
+cimport cython
+
+# The front reads every ModelInfer request's model name with these: C ints, no Python calls.
+@cython.locals(i=Py_ssize_t, end=Py_ssize_t, tag=cython.ulonglong, wire_type=int, length=cython.ulonglong)
+cpdef str request_model(bytes raw)
+@cython.locals(value=cython.ulonglong, shift=int, n=Py_ssize_t, p=cython.p_uchar, byte=cython.ulonglong)
+cdef tuple _varint(bytes raw, Py_ssize_t i)

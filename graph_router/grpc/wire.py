@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """gRPC over HTTP/2, the parts above the frames: messages, timeouts, status trailers.
 
 From gRPC's "gRPC over HTTP2" protocol description: a message is a 5-octet prefix
@@ -92,6 +93,8 @@ def request_model(raw: bytes) -> str:
             _, i = _varint(raw, i)
         elif wire_type == 2:
             length, i = _varint(raw, i)
+            if length > end - i:
+                raise ValueError("the message ends inside a field")
             if tag >> 3 == 1:
                 name = raw[i : i + length]
             i += length
@@ -107,14 +110,18 @@ def request_model(raw: bytes) -> str:
 
 
 def _varint(raw: bytes, i: int) -> tuple[int, int]:
+    """A varint at ``i``: (its value, the index after it). Over 64 bits is an error, as in protobuf."""
     value = 0
     shift = 0
     n = len(raw)
+    p = raw
     while True:
         if i >= n or shift > 63:
             raise ValueError("truncated or overlong varint")
-        byte = raw[i]
+        byte = p[i]
         i += 1
+        if shift == 63 and byte > 1:
+            raise ValueError("a varint over 64 bits")
         value |= (byte & 0x7F) << shift
         if byte < 0x80:
             return value, i

@@ -1,4 +1,5 @@
 # Cython declarations for connection.py (an augmenting .pxd; see graph_router/httpserver.pxd).
+cimport cython
 from .hpack cimport Decoder
 
 cdef class Stream:
@@ -53,3 +54,39 @@ cdef class Connection:
     cdef public Py_ssize_t _block_size
     cdef public bint _block_end
     cdef public Py_ssize_t _open_peer_streams
+
+    # The frame loop and what it calls run as C methods: a Python-level method call
+    # and boxed ints per frame cost more than the framing itself.
+    cpdef receive(self, object data)
+    cpdef bint can_open(self)
+    @cython.locals(p=cython.p_uchar, i=Py_ssize_t, n=Py_ssize_t, length=Py_ssize_t, kind=int, flags=int,
+                   stream_id=Py_ssize_t, end=Py_ssize_t, want=Py_ssize_t, start=Py_ssize_t)
+    cdef _receive(self, bytes data)
+    @cython.locals(pad=Py_ssize_t, body=Py_ssize_t)
+    cdef Py_ssize_t _data_head(self, bytes data, Py_ssize_t i, Py_ssize_t n, Py_ssize_t length, int flags,
+                               Py_ssize_t stream_id) except -1
+    @cython.locals(take=Py_ssize_t, skip=Py_ssize_t)
+    cdef Py_ssize_t _data_payload(self, bytes data, Py_ssize_t i, Py_ssize_t n) except -1
+    cdef _grant_connection(self)
+    cdef Py_ssize_t _highest_id(self, Py_ssize_t stream_id)
+    cdef _frame(self, int kind, int flags, Py_ssize_t stream_id, bytes payload)
+    @cython.locals(start=Py_ssize_t, end=Py_ssize_t)
+    cdef _headers(self, int flags, Py_ssize_t stream_id, bytes payload)
+    cdef _add_fragment(self, bytes fragment)
+    cdef _block_done(self)
+    cdef _remote_end(self, Stream stream)
+    @cython.locals(p=cython.p_uchar, increment=Py_ssize_t)
+    cdef _window_update(self, Py_ssize_t stream_id, bytes payload)
+    cpdef Stream open_stream(self)
+    @cython.locals(limit=Py_ssize_t, at=Py_ssize_t, flags=int)
+    cpdef send_headers(self, Stream stream, bytes block, bint end_stream=*)
+    @cython.locals(size=Py_ssize_t)
+    cpdef send_data(self, Stream stream, list pieces, bint end_stream, object trailers=*)
+    cpdef _local_end(self, Stream stream)
+    cpdef _drop(self, Stream stream)
+    cpdef _forget(self, Stream stream)
+    cpdef reset(self, Py_ssize_t stream_id, int code)
+
+
+cdef object _HEAD
+cpdef bytes frame_head(Py_ssize_t length, int kind, int flags, Py_ssize_t stream_id)
