@@ -3,6 +3,7 @@ cimport cython
 
 from .rules cimport FieldName, HeadMeter
 
+@cython.locals(i=Py_ssize_t)
 cpdef Py_ssize_t _crlf_run(bytes data)
 
 cdef class ResponseReader:
