@@ -30,7 +30,10 @@ class Tally(Protocol):
 def _skip(event: bytes, i: int) -> int:
     """The index of the first byte at or after ``i`` that is neither a space nor a colon."""
     n = len(event)
-    while i < n and event[i] in b" :":
+    while i < n:
+        c = event[i]
+        if c != 32 and c != 58:  # integer tests: ``in b" :"`` cost a sequence search per byte
+            break
         i += 1
     return i
 
