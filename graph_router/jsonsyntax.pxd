@@ -13,3 +13,11 @@ cdef Py_ssize_t _string_end(const unsigned char* data, Py_ssize_t i, Py_ssize_t 
 
 @cython.locals(c=cython.uchar, start=Py_ssize_t)
 cdef Py_ssize_t _number_end(const unsigned char* data, Py_ssize_t i, Py_ssize_t n)
+
+cdef int _TRUE, _NOT, _INVALID, _UNSURE
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, depth=Py_ssize_t, state=int, c=cython.uchar, in_object=bint, shallow=cython.ulonglong, bit=cython.ulonglong, k=Py_ssize_t, p=cython.p_uchar, is_object=bint, flag=int, key_is_stream=bint, member=bint, start=Py_ssize_t, stream_options=bint)
+cpdef int stream_flag(bytes data)
+
+@cython.locals(c=cython.uchar)
+cdef Py_ssize_t _plain_string_end(const unsigned char* data, Py_ssize_t i, Py_ssize_t n)

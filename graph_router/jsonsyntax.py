@@ -193,3 +193,150 @@ def _number_end(data: bytes, i: int, n: int) -> int:
         if i == start:
             return -1
     return i
+
+
+# stream_flag's answers (the underscored copies are C integers when compiled).
+STREAM_TRUE = _TRUE = 1  # a JSON object whose (last) top-level "stream" member is true
+STREAM_NOT = _NOT = 0  # valid JSON, but no such member
+STREAM_INVALID = _INVALID = -1  # not JSON
+STREAM_UNSURE = _UNSURE = 2  # valid JSON a full parser might still refuse (deep, huge or exponent numbers)
+
+
+def stream_flag(data: bytes) -> int:
+    """Whether ``data`` is a JSON object that asks to stream, decided in one pass.
+
+    Why: an OpenAI step's request is checked before every streamed call
+    (:func:`graph_router.llm.sse.ask_for_usage`), and building the whole document
+    with ``orjson.loads`` to read one member cost several µs with cold caches.
+
+    STREAM_TRUE: an object whose top-level ``stream`` is ``true`` (the last of repeated
+    keys wins, as in orjson) and that has no top-level ``stream_options``. The answer
+    agrees with ``orjson.loads`` wherever it is not STREAM_UNSURE, which this scan
+    hands back rather than judge what orjson alone refuses or reads otherwise: a
+    backslash escape (a key may spell ``stream`` with one; ``\\ud800`` is refused),
+    a byte above 0x7F (orjson checks UTF-8), nesting past 64 levels (orjson stops at
+    1024), a number with an exponent or over 15 characters (out of a double's range).
+    """
+    n = len(data)
+    p = data  # compiled: a pointer to the bytes, indexed in C
+    i = 0
+    depth = 0
+    state = _VALUE
+    shallow = 0  # bit k: the container at depth k+1 is an object
+    is_object = False
+    flag = _NOT
+    key_is_stream = False
+    member = False  # the value being read is that of a top-level "stream"
+    stream_options = False
+    while True:
+        while i < n:
+            c = p[i]
+            if c != 32 and c != 10 and c != 13 and c != 9:  # space, LF, CR, tab
+                break
+            i += 1
+        if i >= n:
+            if state != _AFTER or depth != 0:
+                return _INVALID
+            return flag if is_object and not stream_options else _NOT
+        c = p[i]
+        if state == _AFTER:
+            if depth == 0:
+                return _INVALID  # something after the value
+            in_object = (shallow >> (depth - 1)) & 1
+            if c == 44:  # ,
+                state = _KEY if in_object else _VALUE
+            elif (c == 125 and in_object) or (c == 93 and not in_object):  # } ]
+                depth -= 1
+            else:
+                return _INVALID
+            i += 1
+        elif state == _COLON:
+            if c != 58:  # :
+                return _INVALID
+            state = _VALUE
+            member = key_is_stream
+            i += 1
+        elif state == _FIRST_KEY or state == _KEY:
+            if c == 125 and state == _FIRST_KEY:  # {}
+                depth -= 1
+                state = _AFTER
+                i += 1
+            elif c == 34:  # "
+                start = i + 1
+                i = _plain_string_end(p, start, n)
+                if i < 0:
+                    return _INVALID if i == -1 else _UNSURE
+                key_is_stream = False
+                if depth == 1 and i - start == 7 and p[start] == 115 and p[start + 1] == 116 and (
+                        p[start + 2] == 114 and p[start + 3] == 101 and p[start + 4] == 97):
+                    if p[start + 5] == 109:  # "stream"
+                        key_is_stream = True
+                elif depth == 1 and i - start == 15 and data.startswith(b'stream_options"', start):
+                    stream_options = True
+                state = _COLON
+            else:
+                return _INVALID
+        else:  # a value is wanted
+            if member:
+                member = False
+                flag = _TRUE if c == 116 else _NOT  # "t": true, or not JSON (refused below)
+            if c == 93 and state == _FIRST_ITEM:  # []
+                depth -= 1
+                state = _AFTER
+                i += 1
+            elif c == 123 or c == 91:  # { [
+                if depth == 0:
+                    is_object = c == 123
+                if depth >= 64:
+                    return _UNSURE  # orjson refuses past 1024 levels: not judged here
+                bit = 1
+                bit <<= depth  # a 64-bit shift when compiled
+                if c == 123:
+                    shallow |= bit
+                else:
+                    shallow &= ~bit
+                depth += 1
+                state = _FIRST_KEY if c == 123 else _FIRST_ITEM
+                i += 1
+            elif c == 34:  # "
+                i = _plain_string_end(p, i + 1, n)
+                if i < 0:
+                    return _INVALID if i == -1 else _UNSURE
+                state = _AFTER
+            elif c == 45 or 48 <= c <= 57:  # - 0-9
+                start = i
+                i = _number_end(p, i, n)
+                if i < 0:
+                    return _INVALID
+                if i - start > 15:
+                    return _UNSURE  # may be out of a double's range for orjson
+                for k in range(start, i):
+                    if p[k] == 101 or p[k] == 69:  # e E: 1e400 is refused by orjson
+                        return _UNSURE
+                state = _AFTER
+            elif c == 116 and data.startswith(b"true", i):
+                i += 4
+                state = _AFTER
+            elif c == 102 and data.startswith(b"false", i):
+                i += 5
+                state = _AFTER
+            elif c == 110 and data.startswith(b"null", i):
+                i += 4
+                state = _AFTER
+            else:
+                return _INVALID
+
+
+def _plain_string_end(data: bytes, i: int, n: int) -> int:
+    """Past the closing quote of the string whose content starts at ``i``; -1 for a control
+    byte or no closing quote (not JSON), -2 for an escape or a non-ASCII byte (unsure)."""
+    while i < n:
+        c = data[i]
+        if c == 34:  # "
+            return i + 1
+        if c < 32:
+            return -1  # a control character must be escaped
+        if c == 92 or c > 127:
+            return -2
+        i += 1
+    return -1

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_http_differential import ServiceAnswer, Stream, answer_st, stream_st
 
 from graph_router.http1.request_reader import BufferBudget, ReaderLimits, Request, RequestReader
-from graph_router.http1.response_reader import DONE, ResponseReader
+from graph_router.http1.response_reader import BODY, CHUNKED, DONE, ResponseReader
 
 
 def _read(pieces: list[bytes]) -> tuple[object, ...]:
@@ -63,7 +64,11 @@ def test_anything_else_goes_to_llhttp() -> None:
     others = [
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab",  # the body is not all here
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabEXTRA",  # bytes after the framed end
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=1\r\na\r\n0\r\n\r\n",  # an extension
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",  # a chunk not all here
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n0\r\n\r\n",
         b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 204 No Content\r\n\r\n",
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
@@ -83,6 +88,93 @@ def test_anything_else_goes_to_llhttp() -> None:
         except AttributeError:
             continue  # llhttp was asked
         raise AssertionError(f"read without llhttp: {data!r}")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=answer_st(), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=4))
+def test_chunks_read_here_agree_with_llhttp(answer: ServiceAnswer, cuts: list[int]) -> None:
+    """A head read in one pass, then its chunks in reads cut anywhere: decoded here as far
+    as they are plain, handed to llhttp from a size line for the rest."""
+    data = b"".join(answer.parts)
+    head = data.find(b"\r\n\r\n") + 4
+    edges = sorted({min(head + cut, len(data)) for cut in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *edges], [*edges, len(data)], strict=True) if b > a]
+    # The same reads, the first one's first byte alone: llhttp reads all of them.
+    assert _read(pieces) == _read([pieces[0][:1], pieces[0][1:], *pieces[1:]])
+
+
+CHUNKED_BODIES = [
+    b"5\r\nhello\r\n0\r\n\r\n",
+    b"5\r\nhello\r\nA\r\n0123456789\r\na\r\n0123456789\r\n00\r\n\r\n",
+    b"5\r\nhelloXY0\r\n\r\n",  # no CRLF after the data
+    b"5\r\nhello\n0\r\n\r\n",
+    b"5\r\nhello\r0\r\n\r\n",
+    b"5\r\nhello!\r\n0\r\n\r\n",  # longer than its size
+    b"5\nhello\r\n0\r\n\r\n",  # a bare LF after the size
+    b"5\rXhello\r\n0\r\n\r\n",  # a bare CR after the size
+    b"5\r\nhello\r\n0\rX\r\n",
+    b"5 \r\nhello\r\n0\r\n\r\n",
+    b"5;a=b\r\nhello\r\n0\r\n\r\n",
+    b"g\r\nhello\r\n0\r\n\r\n",
+    b"\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"0000000000000005\r\nhello\r\n0\r\n\r\n",
+    b"ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    b"5\r\nhello\r\n0\r\n\r\nEXTRA",
+    b"5\r\nhello\r\n0\r\n\r\n\r\n",
+    b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"5\r\nhello\r\n0\r\n\r",
+    b"5\r\nhello\r\n0\r\nX",
+    b"5\r\nhel",
+    b"",
+]
+
+
+@pytest.mark.parametrize("body", CHUNKED_BODIES)
+@pytest.mark.parametrize("close", [False, True])
+def test_chunks_cut_anywhere_agree_with_llhttp(body: bytes, close: bool) -> None:
+    """Plain and malformed chunked bodies, in one, two and three reads cut at every byte:
+    the same state, body, keep-alive and error as llhttp reading them all."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
+    data = head + body
+    for limit in (1024, 7):  # 7: the body is over the limit (not a stream)
+        def read(pieces: list[bytes], limit: int = limit) -> tuple[object, ...]:
+            reader = ResponseReader(max_head=64 * 1024, max_body=limit)
+            reader.expect()
+            state = 0
+            for piece in pieces:
+                state = reader.feed(piece)
+            return (state, reader.status, reader.framing, reader.body() if state == DONE else b"",
+                    reader.keep_alive, reader.error_kind)
+
+        # The reference: the same reads, the first one's first byte alone (llhttp reads all).
+        assert read([data]) == read([data[:1], data[1:]])
+        for a in range(len(head), len(data)):
+            assert read([data[:a], data[a:]]) == read([data[:1], data[1:a], data[a:]]), a
+            for b in range(a + 1, len(data)):
+                assert read([data[:a], data[a:b], data[b:]]) == read([data[:1], data[1:a], data[a:b], data[b:]]), (a, b)
+
+
+def test_an_event_stream_takes_the_one_pass_read() -> None:
+    """An LLM's streamed answer, each read whole chunks: no byte of it goes to llhttp."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    events = [b"data: {\"a\": %d}\n\n" % k for k in range(20)]
+    reads = [head + b"%x\r\n%s\r\n" % (len(events[0]), events[0]),
+             b"".join(b"%X\r\n%s\r\n" % (len(e), e) for e in events[1:]), b"0\r\n\r\n"]
+    reader = ResponseReader(max_head=64 * 1024, max_body=1024 * 1024)
+    reader.expect()
+    reader._parser = None
+    assert reader.feed(reads[0]) == BODY
+    assert (reader.status, reader.content_type, reader.framing, reader.keep_alive) == (200, "text/event-stream",
+                                                                                       CHUNKED, False)
+    assert reader.feed(reads[1]) == BODY
+    assert reader.feed(reads[2]) == DONE
+    assert reader.keep_alive
+    assert reader.body() == b"".join(events)
+    reader.expect()  # the connection's next answer, after a stray byte: not kept alive
+    assert reader.feed(reads[0] + b"".join(reads[1:]) + b"\r\n") == DONE
+    assert not reader.keep_alive
 
 
 # --- the request side ------------------------------------------------------------------
