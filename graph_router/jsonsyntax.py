@@ -33,103 +33,7 @@ _AFTER = 5  # after a value: ",", a closing bracket, or the end
 
 def valid(data: bytes) -> bool:
     """True when ``data`` is one JSON value, surrounded by whitespace at most."""
-    n = len(data)
-    p = data  # compiled: a pointer to the bytes, indexed in C
-    i = 0
-    depth = 0
-    state = _VALUE
-    # Which open containers are objects: bit k of ``shallow`` for the first 64 levels
-    # (no allocation for any ordinary document), one byte each in ``deep`` beyond.
-    shallow = 0
-    deep: bytearray | None = None
-    while True:
-        while i < n:
-            c = p[i]
-            if c != 32 and c != 10 and c != 13 and c != 9:  # space, LF, CR, tab
-                break
-            i += 1
-        if i >= n:
-            return state == _AFTER and depth == 0
-        c = p[i]
-        if state == _AFTER:
-            if depth == 0:
-                return False  # something after the value
-            if depth <= 64:
-                in_object = (shallow >> (depth - 1)) & 1
-            else:
-                assert deep is not None
-                in_object = deep[depth - 65]
-            if c == 44:  # ,
-                state = _KEY if in_object else _VALUE
-            elif (c == 125 and in_object) or (c == 93 and not in_object):  # } ]
-                depth -= 1
-            else:
-                return False
-            i += 1
-        elif state == _COLON:
-            if c != 58:  # :
-                return False
-            state = _VALUE
-            i += 1
-        elif state == _FIRST_KEY or state == _KEY:
-            if c == 125 and state == _FIRST_KEY:  # {}
-                depth -= 1
-                state = _AFTER
-                i += 1
-            elif c == 34:  # "
-                i = _string_end(p, i + 1, n)
-                if i < 0:
-                    return False
-                state = _COLON
-            else:
-                return False
-        else:  # a value is wanted
-            if c == 93 and state == _FIRST_ITEM:  # []
-                depth -= 1
-                state = _AFTER
-                i += 1
-            elif c == 123 or c == 91:  # { [
-                if depth == _DEPTH_LIMIT:
-                    return False
-                if depth < 64:
-                    bit = 1
-                    bit <<= depth  # a 64-bit shift when compiled
-                    if c == 123:
-                        shallow |= bit
-                    else:
-                        shallow &= ~bit
-                else:
-                    if deep is None:
-                        deep = bytearray()
-                    k = depth - 64
-                    if k == len(deep):
-                        deep.append(c == 123)
-                    else:
-                        deep[k] = c == 123
-                depth += 1
-                state = _FIRST_KEY if c == 123 else _FIRST_ITEM
-                i += 1
-            elif c == 34:  # "
-                i = _string_end(p, i + 1, n)
-                if i < 0:
-                    return False
-                state = _AFTER
-            elif c == 45 or 48 <= c <= 57:  # - 0-9
-                i = _number_end(p, i, n)
-                if i < 0:
-                    return False
-                state = _AFTER
-            elif c == 116 and data.startswith(b"true", i):
-                i += 4
-                state = _AFTER
-            elif c == 102 and data.startswith(b"false", i):
-                i += 5
-                state = _AFTER
-            elif c == 110 and data.startswith(b"null", i):
-                i += 4
-                state = _AFTER
-            else:
-                return False
+    return _walk(data, False) != _INVALID
 
 
 def _string_end(data: bytes, i: int, n: int) -> int:
@@ -217,12 +121,25 @@ def stream_flag(data: bytes) -> int:
     a byte above 0x7F (orjson checks UTF-8), nesting past 64 levels (orjson stops at
     1024), a number with an exponent or over 15 characters (out of a double's range).
     """
+    return _walk(data, True)
+
+
+def _walk(data: bytes, as_orjson: bool) -> int:
+    """The one scan behind ``valid`` and ``stream_flag``: _INVALID, or what ``data`` holds.
+
+    ``as_orjson``: answer for ``stream_flag`` (track the top-level ``stream`` and
+    ``stream_options`` members; hand back _UNSURE where orjson alone might refuse).
+    Otherwise Go's ``json.Valid`` rules: any string bytes, 10,000 levels.
+    """
     n = len(data)
     p = data  # compiled: a pointer to the bytes, indexed in C
     i = 0
     depth = 0
     state = _VALUE
-    shallow = 0  # bit k: the container at depth k+1 is an object
+    # Which open containers are objects: bit k of ``shallow`` for the first 64 levels
+    # (no allocation for any ordinary document), one byte each in ``deep`` beyond.
+    shallow = 0
+    deep: bytearray | None = None
     is_object = False
     flag = _NOT
     key_is_stream = False
@@ -242,7 +159,11 @@ def stream_flag(data: bytes) -> int:
         if state == _AFTER:
             if depth == 0:
                 return _INVALID  # something after the value
-            in_object = (shallow >> (depth - 1)) & 1
+            if depth <= 64:
+                in_object = (shallow >> (depth - 1)) & 1
+            else:
+                assert deep is not None
+                in_object = deep[depth - 65]
             if c == 44:  # ,
                 state = _KEY if in_object else _VALUE
             elif (c == 125 and in_object) or (c == 93 and not in_object):  # } ]
@@ -263,16 +184,13 @@ def stream_flag(data: bytes) -> int:
                 i += 1
             elif c == 34:  # "
                 start = i + 1
-                i = _plain_string_end(p, start, n)
+                i = _plain_string_end(p, start, n) if as_orjson else _string_end(p, start, n)
                 if i < 0:
                     return _INVALID if i == -1 else _UNSURE
-                key_is_stream = False
-                if depth == 1 and i - start == 7 and p[start] == 115 and p[start + 1] == 116 and (
-                        p[start + 2] == 114 and p[start + 3] == 101 and p[start + 4] == 97):
-                    if p[start + 5] == 109:  # "stream"
-                        key_is_stream = True
-                elif depth == 1 and i - start == 15 and data.startswith(b'stream_options"', start):
-                    stream_options = True
+                if as_orjson:  # every key, at any depth, decides whether its value is "the" stream member
+                    key_is_stream = depth == 1 and i - start == 7 and data.startswith(b'stream"', start)
+                    if depth == 1 and i - start == 15 and data.startswith(b'stream_options"', start):
+                        stream_options = True
                 state = _COLON
             else:
                 return _INVALID
@@ -287,19 +205,30 @@ def stream_flag(data: bytes) -> int:
             elif c == 123 or c == 91:  # { [
                 if depth == 0:
                     is_object = c == 123
-                if depth >= 64:
+                if depth == _DEPTH_LIMIT:
+                    return _INVALID
+                if depth < 64:
+                    bit = 1
+                    bit <<= depth  # a 64-bit shift when compiled
+                    if c == 123:
+                        shallow |= bit
+                    else:
+                        shallow &= ~bit
+                elif as_orjson:
                     return _UNSURE  # orjson refuses past 1024 levels: not judged here
-                bit = 1
-                bit <<= depth  # a 64-bit shift when compiled
-                if c == 123:
-                    shallow |= bit
                 else:
-                    shallow &= ~bit
+                    if deep is None:
+                        deep = bytearray()
+                    k = depth - 64
+                    if k == len(deep):
+                        deep.append(c == 123)
+                    else:
+                        deep[k] = c == 123
                 depth += 1
                 state = _FIRST_KEY if c == 123 else _FIRST_ITEM
                 i += 1
             elif c == 34:  # "
-                i = _plain_string_end(p, i + 1, n)
+                i = _plain_string_end(p, i + 1, n) if as_orjson else _string_end(p, i + 1, n)
                 if i < 0:
                     return _INVALID if i == -1 else _UNSURE
                 state = _AFTER
@@ -308,11 +237,12 @@ def stream_flag(data: bytes) -> int:
                 i = _number_end(p, i, n)
                 if i < 0:
                     return _INVALID
-                if i - start > 15:
-                    return _UNSURE  # may be out of a double's range for orjson
-                for k in range(start, i):
-                    if p[k] == 101 or p[k] == 69:  # e E: 1e400 is refused by orjson
-                        return _UNSURE
+                if as_orjson:
+                    if i - start > 15:
+                        return _UNSURE  # may be out of a double's range for orjson
+                    for k in range(start, i):
+                        if p[k] == 101 or p[k] == 69:  # e E: 1e400 is refused by orjson
+                            return _UNSURE
                 state = _AFTER
             elif c == 116 and data.startswith(b"true", i):
                 i += 4

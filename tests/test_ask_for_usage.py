@@ -50,6 +50,8 @@ CASES = [
     b'{"stream_options":{},"stream":true}',
     b'{"a":{"stream_options":{}},"stream":true}',
     b'{"stream":true,"a":"stream_options"}',
+    b'{"stream":{"k":true}}',  # a nested true is not the top-level member
+    b'{"stream":[true],"x":{"y":true}}',
     b'{"a":{"stream":true}}',
     b'{"a":{"stream":true},"stream":false}',
     b'{"a":[{"stream":true}]}',
