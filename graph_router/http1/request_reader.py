@@ -212,17 +212,18 @@ class RequestReader:
             i += 1
         if i >= n or p[i] != 32:
             return False
-        if i == 4 and FieldName.equals(p, 0, b"post", 4) and p[0] == 80:
+        # The letters are upper case (checked above): a case-blind compare is exact here.
+        if i == 4 and FieldName.equals(p, 0, b"post", 4):
             method = "POST"
-        elif i == 3 and p[0] == 71 and p[1] == 69 and p[2] == 84:
+        elif i == 3 and FieldName.equals(p, 0, b"get", 3):
             method = "GET"
-        elif i == 3 and p[0] == 80 and p[1] == 85 and p[2] == 84:
+        elif i == 3 and FieldName.equals(p, 0, b"put", 3):
             method = "PUT"
-        elif i == 5 and FieldName.equals(p, 0, b"patch", 5) and p[0] == 80 and p[4] == 72:
+        elif i == 5 and FieldName.equals(p, 0, b"patch", 5):
             method = "PATCH"
-        elif i == 6 and data.startswith(b"DELETE"):
+        elif i == 6 and FieldName.equals(p, 0, b"delete", 6):
             method = "DELETE"
-        elif i == 7 and data.startswith(b"OPTIONS"):
+        elif i == 7 and FieldName.equals(p, 0, b"options", 7):
             method = "OPTIONS"
         else:
             return False

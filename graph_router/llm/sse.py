@@ -88,6 +88,10 @@ def plain_usage(body: bytes) -> tuple[int, int] | None:
     return _counts(doc.get("usage")) if isinstance(doc, dict) else None
 
 
+# Appended before a request's closing brace: the rest stays as the client wrote it.
+_USAGE_MEMBER = b',"stream_options":{"include_usage":true}}'
+
+
 def ask_for_usage(body: bytes) -> bytes | None:
     """The request with ``stream_options.include_usage`` added, when it streams and the client
     set no ``stream_options`` of its own; None otherwise (the request goes as it is)."""
@@ -95,7 +99,7 @@ def ask_for_usage(body: bytes) -> bytes | None:
     # (this runs before every streamed call's first byte); orjson decides the rest.
     flag = stream_flag(body)
     if flag == STREAM_TRUE:
-        return body.rstrip()[:-1] + b',"stream_options":{"include_usage":true}}'
+        return body.rstrip()[:-1] + _USAGE_MEMBER
     if flag != STREAM_UNSURE or b'"stream"' not in body:
         return None
     try:
@@ -106,7 +110,7 @@ def ask_for_usage(body: bytes) -> bytes | None:
         return None
     end = body.rstrip()
     if end.endswith(b"}"):  # the object's last byte: add the member there, the rest as the client wrote it
-        return end[:-1] + b',"stream_options":{"include_usage":true}}'
+        return end[:-1] + _USAGE_MEMBER
     doc["stream_options"] = {"include_usage": True}
     return orjson.dumps(doc)
 
