@@ -60,28 +60,34 @@ cdef class Connection:
     cpdef receive(self, object data)
     cpdef bint can_open(self)
     @cython.locals(p=cython.p_uchar, i=Py_ssize_t, n=Py_ssize_t, length=Py_ssize_t, kind=int, flags=int,
-                   stream_id=Py_ssize_t, end=Py_ssize_t, want=Py_ssize_t, start=Py_ssize_t)
+                   stream_id=Py_ssize_t, end=Py_ssize_t, want=Py_ssize_t, start=Py_ssize_t, increment=Py_ssize_t)
     cdef _receive(self, bytes data)
-    @cython.locals(pad=Py_ssize_t, body=Py_ssize_t)
+    @cython.locals(pad=Py_ssize_t, body=Py_ssize_t, stream=Stream)
     cdef Py_ssize_t _data_head(self, bytes data, Py_ssize_t i, Py_ssize_t n, Py_ssize_t length, int flags,
                                Py_ssize_t stream_id) except -1
-    @cython.locals(take=Py_ssize_t, skip=Py_ssize_t)
+    @cython.locals(take=Py_ssize_t, skip=Py_ssize_t, stream=Stream)
     cdef Py_ssize_t _data_payload(self, bytes data, Py_ssize_t i, Py_ssize_t n) except -1
     cdef _grant_connection(self)
     cdef Py_ssize_t _highest_id(self, Py_ssize_t stream_id)
+    @cython.locals(stream=Stream)
     cdef _frame(self, int kind, int flags, Py_ssize_t stream_id, bytes payload)
     @cython.locals(start=Py_ssize_t, end=Py_ssize_t)
     cdef _headers(self, int flags, Py_ssize_t stream_id, bytes payload)
     cdef _add_fragment(self, bytes fragment)
+    @cython.locals(stream=Stream, stream_id=Py_ssize_t, end_stream=bint)
     cdef _block_done(self)
     cdef _remote_end(self, Stream stream)
-    @cython.locals(p=cython.p_uchar, increment=Py_ssize_t)
+    @cython.locals(p=cython.p_uchar)
     cdef _window_update(self, Py_ssize_t stream_id, bytes payload)
+    @cython.locals(stream=Stream)
+    cdef _window_increment(self, Py_ssize_t stream_id, Py_ssize_t increment)
     cpdef Stream open_stream(self)
     @cython.locals(limit=Py_ssize_t, at=Py_ssize_t, flags=int)
     cpdef send_headers(self, Stream stream, bytes block, bint end_stream=*)
     @cython.locals(size=Py_ssize_t)
     cpdef send_data(self, Stream stream, list pieces, bint end_stream, object trailers=*)
+    @cython.locals(total=Py_ssize_t, limit=Py_ssize_t, n=Py_ssize_t)
+    cpdef send_message(self, Stream stream, bytes block, list pieces, Py_ssize_t size, object trailers)
     cpdef _local_end(self, Stream stream)
     cpdef _drop(self, Stream stream)
     cpdef _forget(self, Stream stream)
@@ -89,4 +95,6 @@ cdef class Connection:
 
 
 cdef object _HEAD
+cdef Py_ssize_t _COPY_BELOW
+cdef dict _MESSAGE_HEADS
 cpdef bytes frame_head(Py_ssize_t length, int kind, int flags, Py_ssize_t stream_id)

@@ -96,6 +96,8 @@ class StreamError(Exception):
 
 
 _HEAD = struct.Struct(">IBI")  # length (24 bits) and type in one word, flags, stream id: 9 octets
+# DATA payloads up to this size are copied out of the read buffer rather than viewed.
+_COPY_BELOW = 4096
 
 
 def frame_head(length: int, kind: int, flags: int, stream_id: int) -> bytes:
@@ -240,6 +242,16 @@ class Connection:
             if end > n:
                 self._buffer = data[i:]
                 return
+            if kind == WINDOW_UPDATE and length == 4:
+                # Read in place: a peer sends one or two per call, and a payload slice costs
+                # more than the update itself.
+                increment = (p[i + 9] & 0x7F) << 24 | p[i + 10] << 16 | p[i + 11] << 8 | p[i + 12]  # top bit reserved
+                i = end
+                try:
+                    self._window_increment(stream_id, increment)
+                except StreamError as exc:
+                    self.reset(exc.stream_id, exc.code)
+                continue
             payload = data[i + 9 : end]
             i = end
             try:
@@ -297,8 +309,12 @@ class Connection:
                     stream.too_large = True
                     stream.chunks.clear()
                     self.events.append((EV_TOO_LARGE, stream, 0))
+                elif take == n and i == 0:
+                    stream.chunks.append(data)
+                elif take <= _COPY_BELOW:
+                    stream.chunks.append(data[i : i + take])  # a small copy costs less than a view
                 else:
-                    stream.chunks.append(data if take == n and i == 0 else memoryview(data)[i : i + take])
+                    stream.chunks.append(memoryview(data)[i : i + take])
             self._data_left -= take
             i += take
         if self._data_left == 0:
@@ -484,7 +500,9 @@ class Connection:
         if len(payload) != 4:
             raise ConnectionFailure(FRAME_SIZE_ERROR, "WINDOW_UPDATE is 4 octets")
         p = payload
-        increment = (p[0] & 0x7F) << 24 | p[1] << 16 | p[2] << 8 | p[3]  # the top bit is reserved
+        self._window_increment(stream_id, (p[0] & 0x7F) << 24 | p[1] << 16 | p[2] << 8 | p[3])  # top bit reserved
+
+    def _window_increment(self, stream_id: int, increment: int) -> None:
         if stream_id == 0:
             if increment == 0:
                 raise ConnectionFailure(PROTOCOL_ERROR, "a connection WINDOW_UPDATE of 0")
@@ -576,6 +594,37 @@ class Connection:
         stream.pending_end = end_stream
         stream.pending_trailers = trailers
         self._flush(stream)
+
+    def send_message(self, stream: Stream, block: bytes, pieces: list[Any], size: int,
+                     trailers: bytes | None) -> None:
+        """A header block, then one gRPC message (5-octet prefix, then ``pieces``: ``size`` octets) as
+        DATA, then ``trailers`` (a server's answer) or END_STREAM (a client's request).
+
+        The common case, all of it fitting the windows and frames, costs two struct packs:
+        the HEADERS head, block, DATA head and message prefix in one, the trailers in another.
+        """
+        total = size + 5
+        limit = self.peer_max_frame
+        n = len(block)
+        if (stream.pending is None and n <= limit and total <= limit and total <= stream.send_window
+                and total <= self.send_window and (trailers is None or len(trailers) <= limit)):
+            stream.send_window -= total
+            self.send_window -= total
+            out = self.out
+            head = _MESSAGE_HEADS.get(n)
+            if head is None:
+                head = _message_head(n)
+            out.append(head.pack(n << 8 | HEADERS, END_HEADERS, stream.id, block,
+                                 total << 8 | DATA, 0 if trailers is not None else END_STREAM, stream.id, 0, size))
+            for piece in pieces:
+                out.append(piece)
+            if trailers is not None:
+                out.append(_HEAD.pack(len(trailers) << 8 | HEADERS, END_STREAM | END_HEADERS, stream.id))
+                out.append(trailers)
+            self._local_end(stream)
+            return
+        self.send_headers(stream, block)
+        self.send_data(stream, [size.to_bytes(5, "big"), *pieces], True, trailers)
 
     def _flush(self, stream: Stream) -> None:
         pending = stream.pending
@@ -671,6 +720,17 @@ class Connection:
 
 
 _SETTINGS_ACK = frame_head(0, SETTINGS, ACK, 0)
+
+# send_message's packers by header block length (a router sends a few fixed blocks).
+_MESSAGE_HEADS: dict[int, struct.Struct] = {}
+
+
+def _message_head(block_length: int) -> struct.Struct:
+    """HEADERS frame head, its block, DATA frame head, message prefix (flag, length): one pack."""
+    packer = struct.Struct(f">IBI{block_length}sIBIBI")
+    if len(_MESSAGE_HEADS) < 256:
+        _MESSAGE_HEADS[block_length] = packer
+    return packer
 
 
 def _window_update(stream_id: int, increment: int) -> bytes:

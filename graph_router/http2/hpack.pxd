@@ -7,3 +7,6 @@ cdef class Decoder:
     cdef public Py_ssize_t max_string
     cdef public list table
     cdef public dict _cache
+
+    # Called for every header block a connection receives: a C call, not a Python method call.
+    cpdef list decode(self, bytes block)
