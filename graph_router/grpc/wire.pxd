@@ -6,3 +6,7 @@ cimport cython
 cpdef str request_model(bytes raw)
 @cython.locals(value=cython.ulonglong, shift=int, n=Py_ssize_t, p=cython.p_uchar, byte=cython.ulonglong)
 cdef tuple _varint(bytes raw, Py_ssize_t i)
+
+# Every call's message (at the front and from a step) goes through this.
+@cython.locals(whole=bytes, p=cython.p_uchar, length=cython.ulonglong, total=Py_ssize_t)
+cpdef bytes message(list chunks, Py_ssize_t total, object encoding)
