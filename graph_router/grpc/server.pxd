@@ -14,3 +14,5 @@ cdef class ServerConnection:
     cdef public object transport
     cdef public set _tasks
     cdef public bint _write_soon
+    cdef public object _last_headers
+    cdef public object _last_parsed

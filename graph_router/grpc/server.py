@@ -62,6 +62,32 @@ _TRANSPORT = frozenset({"content-type", "te", "user-agent", "grpc-timeout", "grp
                         "grpc-accept-encoding", "grpc-message-type", "connection"})
 
 
+_Parsed = tuple[str | None, str, float | None, str | None, list[tuple[str, str]]]
+
+
+def _parse(headers: list[tuple[str, str]] | None) -> _Parsed:
+    """A request's header block: its method path, content type, grpc-timeout in seconds,
+    grpc-encoding and text metadata."""
+    method: str | None = None
+    seconds: float | None = None
+    encoding: str | None = None
+    content_type = ""
+    metadata: list[tuple[str, str]] = []
+    for name, value in headers or ():
+        if name[0] == ":":
+            if name == ":path":
+                method = value
+        elif name == "content-type":
+            content_type = value
+        elif name == "grpc-timeout":
+            seconds = wire.parse_timeout(value)
+        elif name == "grpc-encoding":
+            encoding = value
+        elif name not in _TRANSPORT and not name.endswith("-bin"):  # binary metadata: not text headers
+            metadata.append((name, value))
+    return method, content_type, seconds, encoding, metadata
+
+
 class ServerConnection:
     """One client connection (an asyncio protocol)."""
 
@@ -72,6 +98,8 @@ class ServerConnection:
         self.transport: asyncio.Transport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._write_soon = False
+        self._last_headers: list[tuple[str, str]] | None = None  # the last call's header list, and
+        self._last_parsed: _Parsed = (None, "", None, None, [])  # what _parse made of it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -144,28 +172,19 @@ class ServerConnection:
         if stream.too_large or stream.id not in self.h2.streams:
             return  # already answered (RESOURCE_EXHAUSTED) or reset
         server = self._server
-        method: str | None = None
-        deadline: float | None = None
-        encoding: str | None = None
-        content_type = ""
-        metadata: list[tuple[str, str]] = []
-        for name, value in stream.headers or ():
-            if name[0] == ":":
-                if name == ":path":
-                    method = value
-            elif name == "content-type":
-                content_type = value
-            elif name == "grpc-timeout":
-                seconds = wire.parse_timeout(value)
-                if seconds is not None:
-                    deadline = self._loop.time() + seconds
-            elif name == "grpc-encoding":
-                encoding = value
-            elif name not in _TRANSPORT and not name.endswith("-bin"):  # binary metadata: not text headers
-                metadata.append((name, value))
+        headers = stream.headers
+        if headers is not None and headers is self._last_headers:
+            # The same decoded block as the last call's (HPACK's block cache hands back the
+            # same list for the same bytes: a client repeats its block every call).
+            method, content_type, seconds, encoding, metadata = self._last_parsed
+        else:
+            method, content_type, seconds, encoding, metadata = _parse(headers)
+            self._last_headers = headers
+            self._last_parsed = (method, content_type, seconds, encoding, metadata)
         if not content_type.startswith(wire.CONTENT_TYPE):
             self._status(stream, wire.UNKNOWN, f"content-type {content_type!r} is not gRPC")
             return
+        deadline = None if seconds is None else self._loop.time() + seconds
         if server.in_flight >= server.max_in_flight:
             self._status(stream, wire.RESOURCE_EXHAUSTED, f"over {server.max_in_flight} calls in flight")
             return
@@ -180,7 +199,7 @@ class ServerConnection:
             self._status(stream, exc.code, str(exc))
             return
         stream.chunks = []
-        call = Call(request, metadata, deadline, self._loop)
+        call = Call(request, metadata[:], deadline, self._loop)  # a copy: the parse is shared
         if unary is not None:
             task = self._loop.create_task(self._unary(stream, unary, call))
         else:
@@ -208,8 +227,7 @@ class ServerConnection:
             conn = self.h2
             if conn.closed or stream.id not in conn.streams:
                 return
-            conn.send_headers(stream, wire.RESPONSE_HEADERS)
-            conn.send_data(stream, [wire.prefix(len(answer)), answer], True, wire.TRAILERS_OK)
+            conn.send_message(stream, wire.RESPONSE_HEADERS, [answer], len(answer), wire.TRAILERS_OK)
         self._write()
 
     async def _streaming(self, stream: Stream, handler: Streaming, call: Call) -> None:
