@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -258,9 +258,7 @@ class UpstreamClient:
             raise RuntimeError("UpstreamClient.start() was not awaited")
         if url.startswith(("grpc://", "grpcs://")):
             # A gRPC step (graph_router.grpc.steps): same breakers, inside the same retries.
-            from .grpc import steps as grpc_steps
-
-            return await grpc_steps.call(url, body, headers, timeout, breakers, self._settings.max_response_bytes)
+            return await _grpc_call()(url, body, headers, timeout, breakers, self._settings.max_response_bytes)
         if url.startswith("https://") and not http.has_step_tls(url) and await self._istio_rewrite():
             url = "http://" + url[len("https://") :]
         try:
@@ -301,6 +299,20 @@ class UpstreamClient:
             return StepResponse(answer.status, answer.body, answer.content_type, None, answer.encoding)
         body = readable(answer.body, answer.encoding, self._settings.max_response_bytes, f"step call to {url}")
         return StepResponse(answer.status, body, answer.content_type)
+
+
+_grpc_steps_call: Callable[..., Awaitable[StepResponse]] | None = None
+
+
+def _grpc_call() -> Callable[..., Awaitable[StepResponse]]:
+    """graph_router.grpc.steps.call, imported on the first gRPC step (it imports this module;
+    an import statement per call costs more than the rest of the dispatch)."""
+    global _grpc_steps_call
+    if _grpc_steps_call is None:
+        from .grpc import steps as grpc_steps
+
+        _grpc_steps_call = grpc_steps.call
+    return _grpc_steps_call
 
 
 class StepStream:

@@ -143,6 +143,8 @@ async def close_channels() -> None:
     pool = _pools.pop(loop, None)
     if pool is not None:
         await pool.close()
+    global _lean_last
+    _lean_last = (None, {})
     for channel in (_lean.pop(loop, None) or {}).values():
         channel.close()
 
@@ -299,14 +301,20 @@ async def _call_aio(url: str, t: urls.GRPCTarget, parts: list[bytes], headers: M
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 _lean: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], Channel]] = (
     weakref.WeakKeyDictionary())
+_lean_last: tuple[asyncio.AbstractEventLoop | None, dict[tuple[str, int], Channel]] = (None, {})  # the last loop's pool
 
 
 def lean_channel(t: urls.GRPCTarget, max_response_bytes: int) -> Channel:
     """The running loop's connection to ``t`` (made on first use, kept for the process's life)."""
+    global _lean_last
     loop = asyncio.get_running_loop()
-    pool = _lean.get(loop)
-    if pool is None:
-        pool = _lean[loop] = {}
+    last_loop, pool = _lean_last
+    if loop is not last_loop:  # a WeakKeyDictionary lookup costs more than the rest of this
+        found = _lean.get(loop)
+        if found is None:
+            found = _lean[loop] = {}
+        pool = found
+        _lean_last = (loop, pool)
     channel = pool.get((t.host, t.port))
     if channel is None:
         channel = pool[(t.host, t.port)] = Channel(t.host, t.port, max_response_bytes)
