@@ -1,5 +1,6 @@
 # Cython declarations for client.py (an augmenting .pxd; see graph_router/httpserver.pxd).
-from ..http2.connection cimport Connection
+cimport cython
+from ..http2.connection cimport Connection, Stream
 
 cdef class ClientConnection:
     cdef public Connection h2
@@ -7,6 +8,14 @@ cdef class ClientConnection:
     cdef public bint lost
     cdef public object _loop
     cdef public bint _flush_soon
+
+    # Per call: C calls from Channel.unary, on typed streams.
+    cpdef flush(self)
+    cpdef bint usable(self)
+    @cython.locals(conn=Connection, stream=Stream)
+    cpdef Stream start(self, bytes block, list parts, object size, object future)
+    @cython.locals(conn=Connection)
+    cpdef cancel(self, Stream stream)
 
 cdef class Channel:
     cdef public str host
@@ -18,3 +27,7 @@ cdef class Channel:
     cdef public object _connecting
     cdef public dict _heads
     cdef public str _authority
+
+    cpdef bytes _head(self, str path)
+
+cpdef bytes _result(Stream stream)

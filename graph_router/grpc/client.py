@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """The lean gRPC client: unary calls on our own HTTP/2, for ``grpc://`` steps.
 
 One connection per target (HTTP/2 prior knowledge, "h2c"), opened on first use and
@@ -19,9 +20,8 @@ import asyncio
 import socket
 from typing import Any, cast
 
-from ..http2 import connection as h2
 from ..http2 import hpack
-from ..http2.connection import Connection, Stream
+from ..http2.connection import CANCEL, EV_END, EV_RESET, EV_TOO_LARGE, REFUSED_STREAM, Connection, Stream
 from . import wire
 
 
@@ -101,21 +101,21 @@ class ClientConnection:
             for kind, stream, code in events:
                 if stream is None:
                     continue  # GOAWAY: can_open() now says no; EV_CLOSED: the streams were reset
-                if kind == h2.EV_END:
+                if kind == EV_END:
                     future = stream.user
                     if future is not None and not future.done():
                         future.set_result(stream)
-                elif kind == h2.EV_RESET:
-                    if code == h2.REFUSED_STREAM:
+                elif kind == EV_RESET:
+                    if code == REFUSED_STREAM:
                         _fail(stream, _Refused())
-                    elif code == h2.CANCEL:
+                    elif code == CANCEL:
                         _fail(stream, RPCError(wire.CANCELLED, "the server cancelled the call"))
                     else:
                         _fail(stream, RPCError(wire.INTERNAL, f"the stream was reset (HTTP/2 error {code})"))
-                elif kind == h2.EV_TOO_LARGE:
+                elif kind == EV_TOO_LARGE:
                     _fail(stream, RPCError(wire.RESOURCE_EXHAUSTED,
                                            f"message larger than max ({conn.max_stream_bytes - 5} octets)"))
-                    conn.reset(stream.id, h2.CANCEL)
+                    conn.reset(stream.id, CANCEL)
         if conn.out:
             self.flush()
         if conn.closed and self.transport is not None:
@@ -124,6 +124,23 @@ class ClientConnection:
 
     def usable(self) -> bool:
         return not self.lost and self.h2.can_open()
+
+    def start(self, block: bytes, parts: list[Any], size: int, future: asyncio.Future[Stream]) -> Stream:
+        """A call's stream, its request queued (written at the end of this loop iteration)."""
+        conn = self.h2
+        stream = conn.open_stream()
+        stream.user = future
+        conn.send_message(stream, block, parts, size, None)
+        self.flush()
+        return stream
+
+    def cancel(self, stream: Stream) -> None:
+        """Reset the call's stream if it is still open (RST_STREAM CANCEL)."""
+        conn = self.h2
+        if stream.id in conn.streams:
+            conn.reset(stream.id, CANCEL)
+            conn.events.clear()
+            self.flush()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -229,66 +246,60 @@ class Channel:
 
     async def unary(self, path: str, parts: list[Any], size: int, metadata: list[tuple[str, str]] | None,
                     timeout: float | None) -> bytes:
-        """One call: ``parts`` (bytes-like, ``size`` octets in all) are the request message."""
-        deadline = None if timeout is None else self.loop.time() + timeout
-        try:
-            return await self._attempt(path, parts, size, metadata, deadline)
-        except _Refused:  # the server never saw it: once more, on a new connection
-            try:
-                return await self._attempt(path, parts, size, metadata, deadline)
-            except _Refused:
-                raise RPCError(wire.UNAVAILABLE, "the server refused the stream", transport=True) from None
+        """One call: ``parts`` (bytes-like, ``size`` octets in all) are the request message.
 
-    async def _attempt(self, path: str, parts: list[Any], size: int, metadata: list[tuple[str, str]] | None,
-                       deadline: float | None) -> bytes:
+        A call the server never saw (refused, or above a GOAWAY's last id) is made once
+        more, on a new connection. One coroutine for both attempts: a level of awaiting
+        costs about as much as the framing of the call.
+        """
         loop = self.loop
-        block = self._head(path)
-        if deadline is not None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise RPCError(wire.DEADLINE_EXCEEDED, "Deadline Exceeded")
-            block += hpack.encode_field("grpc-timeout", wire.format_timeout(remaining))
-        if metadata:
-            block += hpack.encode(metadata)
-        client = self._conn
-        if client is None or not client.usable():
-            if deadline is None:
-                client = await self._connection()
-            else:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        client = await self._connection()
-                except TimeoutError:
-                    raise RPCError(wire.DEADLINE_EXCEEDED, f"Deadline Exceeded connecting to {self._authority}",
-                                   ) from None
-        conn = client.h2
-        stream = conn.open_stream()
-        future: asyncio.Future[Stream] = loop.create_future()
-        stream.user = future
-        conn.send_message(stream, block, parts, size, None)
-        client.flush()
-        timer = None if deadline is None else loop.call_at(deadline, _expire, future)
-        try:
-            await future
-        except TimeoutError:
-            conn.reset(stream.id, h2.CANCEL)
-            conn.events.clear()
-            client.flush()
-            raise RPCError(wire.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
-        except asyncio.CancelledError:
-            if stream.id in conn.streams:
-                conn.reset(stream.id, h2.CANCEL)
+        deadline = None if timeout is None else loop.time() + timeout
+        head = self._head(path)
+        retried = False
+        while True:
+            block = head
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise RPCError(wire.DEADLINE_EXCEEDED, "Deadline Exceeded")
+                block += hpack.encode_field("grpc-timeout", wire.format_timeout(remaining))
+            if metadata:
+                block += hpack.encode(metadata)
+            client = self._conn
+            if client is None or not client.usable():
+                if deadline is None:
+                    client = await self._connection()
+                else:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            client = await self._connection()
+                    except TimeoutError:
+                        raise RPCError(wire.DEADLINE_EXCEEDED,
+                                       f"Deadline Exceeded connecting to {self._authority}") from None
+            future: asyncio.Future[Stream] = loop.create_future()
+            stream = client.start(block, parts, size, future)
+            timer = None if deadline is None else loop.call_at(deadline, _expire, future)
+            try:
+                await future
+            except _Refused:  # the server never saw it
+                if retried:
+                    raise RPCError(wire.UNAVAILABLE, "the server refused the stream", transport=True) from None
+                retried = True
+                continue
+            except TimeoutError:
+                conn = client.h2
+                conn.reset(stream.id, CANCEL)
                 conn.events.clear()
                 client.flush()
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if stream.id in conn.streams:  # answered before our request was all sent: stop sending it
-            conn.reset(stream.id, h2.CANCEL)
-            conn.events.clear()
-            client.flush()
-        return _result(stream)
+                raise RPCError(wire.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            except asyncio.CancelledError:
+                client.cancel(stream)
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            client.cancel(stream)  # answered before our request was all sent: stop sending it
+            return _result(stream)
 
 
 # The last header list and trailer list found to be a plain OK answer (HTTP 200, no

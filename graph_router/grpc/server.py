@@ -21,10 +21,10 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
-from ..http2 import connection as h2
-from ..http2.connection import Connection, Stream
+from ..http2.connection import EV_END, EV_RESET, EV_TOO_LARGE, NO_ERROR, Connection, Stream
 from . import wire
 from .client import write_out
+from .wire import RESPONSE_HEADERS, TRAILERS_OK
 
 logger = logging.getLogger(__name__)
 
@@ -133,19 +133,19 @@ class ServerConnection:
         if events:
             conn.events = []
             for kind, stream, _ in events:
-                if kind == h2.EV_END:
+                if kind == EV_END:
                     assert stream is not None
                     self._call(stream)
-                elif kind == h2.EV_RESET or kind == h2.EV_TOO_LARGE:
+                elif kind == EV_RESET or kind == EV_TOO_LARGE:
                     assert stream is not None
                     task = stream.user
                     if task is not None:
                         stream.user = None
                         task.cancel()
-                    if kind == h2.EV_TOO_LARGE:
+                    if kind == EV_TOO_LARGE:
                         self._status(stream, wire.RESOURCE_EXHAUSTED,
                                      f"the request is over the {self._server.max_message}-octet limit")
-                        conn.reset(stream.id, h2.NO_ERROR)
+                        conn.reset(stream.id, NO_ERROR)
         if conn.closed and self.transport is not None:
             self._write_now()
             self.transport.close()
@@ -227,7 +227,7 @@ class ServerConnection:
             conn = self.h2
             if conn.closed or stream.id not in conn.streams:
                 return
-            conn.send_message(stream, wire.RESPONSE_HEADERS, [answer], len(answer), wire.TRAILERS_OK)
+            conn.send_message(stream, RESPONSE_HEADERS, [answer], len(answer), TRAILERS_OK)
         self._write()
 
     async def _streaming(self, stream: Stream, handler: Streaming, call: Call) -> None:
@@ -269,7 +269,7 @@ class ServerConnection:
             return
         conn.send_headers(stream, wire.status_block(code, text, True), True)
         if not stream.remote_closed:  # answered before the request ended: it need not go on (§8.1)
-            conn.reset(stream.id, h2.NO_ERROR)
+            conn.reset(stream.id, NO_ERROR)
 
     def goaway(self) -> None:
         self.h2.goaway()
