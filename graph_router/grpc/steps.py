@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """gRPC steps: ``ModelInfer`` calls on ``grpc://`` / ``grpcs://`` service URLs.
 
 :class:`~graph_router.upstream.UpstreamClient` hands every call to a gRPC URL to
@@ -176,9 +177,10 @@ def metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...] | None:
     return tuple(out) or None
 
 
-def request_parts(body: bytes, t: urls.GRPCTarget) -> list[bytes]:
-    """The serialized ModelInferRequest for ``t``'s model, as pieces sent one after another."""
-    if body is RAW_REQUEST.get():
+def request_parts(body: bytes, t: urls.GRPCTarget, raw: bytes | None) -> list[bytes]:
+    """The serialized ModelInferRequest for ``t``'s model, as pieces sent one after another
+    (``raw``: the front's request, RAW_REQUEST)."""
+    if body is raw:
         # The front's bytes as they came, with the model (and version) renamed: a later
         # occurrence of a singular field wins when protobuf parses, so appending them is
         # a rename. Sent as pieces, the tensor bytes are not copied at all.
@@ -235,7 +237,8 @@ async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float
             f"service {t.host}:{t.port} is failing; calls are paused for "
             f"{breakers.retry_after(key):.1f}s more (circuit open)"
         )
-    parts = request_parts(body, t)
+    raw = RAW_REQUEST.get()
+    parts = request_parts(body, t, raw)
     if t.secure:
         answer = await _call_aio(url, t, parts, headers, timeout, breakers, max_response_bytes)
     else:
@@ -253,7 +256,7 @@ async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float
     if isinstance(answer, StepResponse):
         return answer
     breakers.record(key, ok=True)
-    if body is RAW_REQUEST.get():
+    if body is raw:
         return StepResponse(200, answer, PROTO_ANSWER)
     try:
         doc = convert.response_to_json(pb.ModelInferResponse.FromString(answer))

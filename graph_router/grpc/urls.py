@@ -9,7 +9,7 @@ protocol. The default ports are 80 and 443, as for http and https.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 SCHEMES = ("grpc", "grpcs")
@@ -33,10 +33,11 @@ class GRPCTarget:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    @property
-    def key(self) -> tuple[str, str, int]:
-        """The circuit breaker's key, the same shape as an HTTP service's."""
-        return ("grpcs" if self.secure else "grpc", self.host, self.port)
+    # The circuit breaker's key, the same shape as an HTTP service's: made once, read per call.
+    key: tuple[str, str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", ("grpcs" if self.secure else "grpc", self.host, self.port))
 
 
 def parse(url: str) -> GRPCTarget:
