@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -355,6 +355,36 @@ async def test_a_reset_stream_answers_nothing_and_the_connection_goes_on(served:
     _, _, payload = await peer.until(h2.DATA, 3)
     assert payload == b"\0\0\0\0\x05after"
     peer.close()
+
+
+async def test_calls_in_flight_are_counted_until_they_end(served: tuple[LeanServer, Echo, int]) -> None:
+    """A call stops counting toward --max-in-flight when it ends, when it is reset, and when its
+    connection is lost; a repeated header block is parsed once, each call getting its own metadata."""
+    server, echo, port = served
+    peer = await RawPeer.connect(port)
+    peer.settings()
+    for sid in (1, 3):
+        peer.call(sid, ECHO, b"x", [("x-id", "same")])
+        await peer.until(h2.DATA, sid)
+    assert echo.metadata == [[("x-id", "same")], [("x-id", "same")]] and echo.metadata[0] is not echo.metadata[1]
+    assert server.in_flight == 0
+    peer.call(5, SLOW, b"a")
+    await asyncio.wait_for(echo.started.wait(), 5)
+    peer.frame(h2.RST_STREAM, 0, 5, h2.CANCEL.to_bytes(4, "big"))
+    await asyncio.wait_for(echo.cancelled.wait(), 5)
+    peer.call(7, SLOW, b"b")  # still running when the connection goes
+    assert await _settles(lambda: server.in_flight == 1 and echo.in_flight == 1)
+    peer.close()
+    assert await _settles(lambda: server.in_flight == 0)
+
+
+async def _settles(check: Callable[[], bool]) -> bool:
+    """Whether ``check`` holds within a second."""
+    for _ in range(100):
+        if check():
+            return True
+        await asyncio.sleep(0.01)
+    return check()
 
 
 async def test_grpcio_cancelling_a_call_cancels_the_handler(served: tuple[LeanServer, Echo, int]) -> None:

@@ -1,5 +1,6 @@
 # Cython declarations for server.py (an augmenting .pxd; see graph_router/httpserver.pxd).
-from ..http2.connection cimport Connection
+cimport cython
+from ..http2.connection cimport Connection, Stream
 
 cdef class Call:
     cdef public bytes request
@@ -12,7 +13,13 @@ cdef class ServerConnection:
     cdef public object _loop
     cdef public Connection h2
     cdef public object transport
-    cdef public set _tasks
+    cdef public dict _tasks
     cdef public bint _write_soon
     cdef public object _last_headers
     cdef public object _last_parsed
+
+    # Per call: C calls, on typed streams.
+    cpdef _call(self, Stream stream)
+    cpdef _finished(self, Stream stream)
+    cpdef _write(self)
+    cpdef _status(self, Stream stream, object code, object text)

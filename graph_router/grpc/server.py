@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """The lean gRPC server: unary (and server-streaming) calls on our own HTTP/2.
 
 The asyncio glue around :class:`graph_router.http2.connection.Connection` (server
@@ -96,7 +97,7 @@ class ServerConnection:
         self._loop = server.loop
         self.h2 = Connection(False, max_concurrent=server.max_concurrent, max_stream_bytes=server.max_message + 5)
         self.transport: asyncio.Transport | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[Stream, asyncio.Task[None]] = {}  # the calls in flight, by stream
         self._write_soon = False
         self._last_headers: list[tuple[str, str]] | None = None  # the last call's header list, and
         self._last_parsed: _Parsed = (None, "", None, None, [])  # what _parse made of it
@@ -111,8 +112,11 @@ class ServerConnection:
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
         self.h2.closed = True
-        for task in list(self._tasks):
-            task.cancel()
+        tasks = self._tasks
+        for task in list(tasks.values()):
+            task.cancel()  # a task that has not begun never runs its finally: accounted for here
+        self._server.in_flight -= len(tasks)
+        tasks.clear()
 
     def eof_received(self) -> bool:
         return False
@@ -142,6 +146,7 @@ class ServerConnection:
                     if task is not None:
                         stream.user = None
                         task.cancel()
+                        self._finished(stream)  # (the task may not have begun: then it never will)
                     if kind == EV_TOO_LARGE:
                         self._status(stream, wire.RESOURCE_EXHAUSTED,
                                      f"the request is over the {self._server.max_message}-octet limit")
@@ -206,13 +211,17 @@ class ServerConnection:
             assert streaming is not None
             task = self._loop.create_task(self._streaming(stream, streaming, call))
         stream.user = task
-        self._tasks.add(task)
+        self._tasks[stream] = task
         server.in_flight += 1
-        task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._server.in_flight -= 1
+    def _finished(self, stream: Stream) -> None:
+        """A call is over (its task ends, or is cancelled): it is no longer in flight.
+
+        Called from the task's own ``finally`` (no done callback: that costs a loop
+        callback per call), and where a task is cancelled, for one that never began.
+        """
+        if self._tasks.pop(stream, None) is not None:
+            self._server.in_flight -= 1
 
     async def _unary(self, stream: Stream, handler: Unary, call: Call) -> None:
         try:
@@ -228,9 +237,17 @@ class ServerConnection:
             if conn.closed or stream.id not in conn.streams:
                 return
             conn.send_message(stream, RESPONSE_HEADERS, [answer], len(answer), TRAILERS_OK)
+        finally:
+            self._finished(stream)
         self._write()
 
     async def _streaming(self, stream: Stream, handler: Streaming, call: Call) -> None:
+        try:
+            await self._stream_out(stream, handler, call)
+        finally:
+            self._finished(stream)
+
+    async def _stream_out(self, stream: Stream, handler: Streaming, call: Call) -> None:
         conn = self.h2
         started = False
         try:
@@ -276,7 +293,7 @@ class ServerConnection:
         self._write()
 
     def abort(self) -> None:
-        for task in list(self._tasks):
+        for task in list(self._tasks.values()):
             task.cancel()
         if self.transport is not None:
             self.transport.close()
