@@ -258,7 +258,8 @@ class UpstreamClient:
             raise RuntimeError("UpstreamClient.start() was not awaited")
         if url.startswith(("grpc://", "grpcs://")):
             # A gRPC step (graph_router.grpc.steps): same breakers, inside the same retries.
-            return await _grpc_call()(url, body, headers, timeout, breakers, self._settings.max_response_bytes)
+            return await _grpc_call()(url, body, headers, timeout, breakers, self._settings.max_response_bytes,
+                                      http.loop)
         if url.startswith("https://") and not http.has_step_tls(url) and await self._istio_rewrite():
             url = "http://" + url[len("https://") :]
         try:

@@ -228,8 +228,12 @@ def _varint(n: int) -> bytes:
 
 
 async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float | None,
-               breakers: CircuitBreakers, max_response_bytes: int) -> StepResponse:
-    """One ModelInfer call through the service's circuit breaker (UpstreamClient's retries wrap it)."""
+               breakers: CircuitBreakers, max_response_bytes: int,
+               loop: asyncio.AbstractEventLoop | None = None) -> StepResponse:
+    """One ModelInfer call through the service's circuit breaker (UpstreamClient's retries wrap it).
+
+    ``loop``: the running loop, when the caller has it (asking for it is a system call).
+    """
     t = target(url)
     key = t.key
     if not breakers.allow(key):
@@ -242,7 +246,7 @@ async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float
     if t.secure:
         answer = await _call_aio(url, t, parts, headers, timeout, breakers, max_response_bytes)
     else:
-        channel = lean_channel(t, max_response_bytes)
+        channel = lean_channel(t, max_response_bytes, loop)
         size = 0
         for part in parts:
             size += len(part)
@@ -307,10 +311,12 @@ _lean: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int]
 _lean_last: tuple[asyncio.AbstractEventLoop | None, dict[tuple[str, int], Channel]] = (None, {})  # the last loop's pool
 
 
-def lean_channel(t: urls.GRPCTarget, max_response_bytes: int) -> Channel:
+def lean_channel(t: urls.GRPCTarget, max_response_bytes: int, loop: asyncio.AbstractEventLoop | None = None,
+                 ) -> Channel:
     """The running loop's connection to ``t`` (made on first use, kept for the process's life)."""
     global _lean_last
-    loop = asyncio.get_running_loop()
+    if loop is None:
+        loop = asyncio.get_running_loop()  # (a getpid system call, in Python 3.11)
     last_loop, pool = _lean_last
     if loop is not last_loop:  # a WeakKeyDictionary lookup costs more than the rest of this
         found = _lean.get(loop)
