@@ -11,6 +11,7 @@ cdef class ClientConnection:
 
     # Per call: C calls from Channel.unary, on typed streams.
     cpdef flush(self)
+    cpdef _flush(self)
     cpdef bint usable(self)
     @cython.locals(conn=Connection, stream=Stream)
     cpdef Stream start(self, bytes block, list parts, object size, object future)

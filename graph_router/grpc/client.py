@@ -131,7 +131,10 @@ class ClientConnection:
         stream = conn.open_stream()
         stream.user = future
         conn.send_message(stream, block, parts, size, None)
-        self.flush()
+        if len(conn.streams) > 1:
+            self.flush()  # other calls are under way: those made in this pass of the loop share a write
+        else:
+            self._flush()  # the only call: a deferred write would only cost the loop another pass
         return stream
 
     def cancel(self, stream: Stream) -> None:

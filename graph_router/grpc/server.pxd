@@ -22,4 +22,5 @@ cdef class ServerConnection:
     cpdef _call(self, Stream stream)
     cpdef _finished(self, Stream stream)
     cpdef _write(self)
+    cpdef _write_now(self)
     cpdef _status(self, Stream stream, object code, object text)

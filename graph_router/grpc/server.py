@@ -164,6 +164,7 @@ class ServerConnection:
             self._loop.call_soon(self._write_now)
 
     def _write_now(self) -> None:
+        """Write what the connection has to say (and close it after GOAWAY once its streams are done)."""
         self._write_soon = False
         out = self.h2.out
         if out and self.transport is not None:
@@ -239,7 +240,10 @@ class ServerConnection:
             conn.send_message(stream, RESPONSE_HEADERS, [answer], len(answer), TRAILERS_OK)
         finally:
             self._finished(stream)
-        self._write()
+        if self._tasks:
+            self._write()  # other calls may answer in this pass of the loop: one write for them all
+        else:
+            self._write_now()  # none can: a deferred write would only cost the loop another pass
 
     async def _streaming(self, stream: Stream, handler: Streaming, call: Call) -> None:
         try:
