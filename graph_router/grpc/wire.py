@@ -43,14 +43,14 @@ def message(chunks: list[Any], total: int, encoding: str | None) -> bytes:
     """
     if total < 5:
         raise MessageError(INTERNAL, f"{total} octets of DATA: not a gRPC message")
-    if len(chunks) == 1 and type(chunks[0]) is bytes:
+    if len(chunks) == 1 and type(chunks[0]) is bytes and len(chunks[0]) == total:
         # The common case (a small message in one DATA frame): the prefix read in place.
         whole = chunks[0]
         p = whole
         length = p[1]
         length = length << 24 | p[2] << 16 | p[3] << 8 | p[4]
         if p[0] == 0 and length == total - 5:
-            return whole[5:]
+            return p[5:total]  # compiled: bytes straight from the pointer
     first = bytes(chunks[0][:5])
     at = 1
     while len(first) < 5:  # a first DATA frame of under 5 octets

@@ -65,7 +65,7 @@ cdef class Connection:
     @cython.locals(pad=Py_ssize_t, body=Py_ssize_t, stream=Stream)
     cdef Py_ssize_t _data_head(self, bytes data, Py_ssize_t i, Py_ssize_t n, Py_ssize_t length, int flags,
                                Py_ssize_t stream_id) except -1
-    @cython.locals(take=Py_ssize_t, skip=Py_ssize_t, stream=Stream)
+    @cython.locals(take=Py_ssize_t, skip=Py_ssize_t, stream=Stream, p=cython.p_uchar)
     cdef Py_ssize_t _data_payload(self, bytes data, Py_ssize_t i, Py_ssize_t n) except -1
     cdef _grant_connection(self)
     cdef Py_ssize_t _highest_id(self, Py_ssize_t stream_id)

@@ -252,7 +252,7 @@ class Connection:
                 except StreamError as exc:
                     self.reset(exc.stream_id, exc.code)
                 continue
-            payload = data[i + 9 : end]
+            payload = p[i + 9 : end]  # compiled: bytes straight from the pointer, not a slice object
             i = end
             try:
                 self._frame(kind, flags, stream_id, payload)
@@ -312,7 +312,8 @@ class Connection:
                 elif take == n and i == 0:
                     stream.chunks.append(data)
                 elif take <= _COPY_BELOW:
-                    stream.chunks.append(data[i : i + take])  # a small copy costs less than a view
+                    p = data
+                    stream.chunks.append(p[i : i + take])  # a small copy costs less than a view
                 else:
                     stream.chunks.append(memoryview(data)[i : i + take])
             self._data_left -= take
