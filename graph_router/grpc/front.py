@@ -286,7 +286,9 @@ class GRPCFront:
             if denied is not None:
                 raise Abort(_code(denied.status), orjson.loads(denied.body)["cause"])
         headers = router._propagator.select(pairs)
-        raw_mode = self._passes_protobuf(plan)
+        seen, raw_mode = self._raw_for
+        if seen is not plan:
+            raw_mode = self._passes_protobuf(plan)
         if raw_mode:
             body = raw
         else:
