@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """The gRPC front: ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health`` for a graph.
 
 ``serve --grpc-port N`` runs it beside the HTTP server, in the same process and event
@@ -270,33 +271,13 @@ class GRPCFront:
 
     async def model_infer(self, call: Call) -> bytes:
         router = self._router
-        plan = router.plan
-        if plan is None:
-            raise Abort(wire.UNAVAILABLE, "no graph is loaded yet")
-        raw = call.request
-        try:
-            name = request_model(raw)
-        except ValueError as exc:
-            raise Abort(wire.INVALID_ARGUMENT, f"the request is not a ModelInferRequest: {exc}") from None
-        if name != plan.name:
-            raise Abort(wire.NOT_FOUND, f"model {name!r} is not served here: this router serves graph {plan.name!r}")
-        pairs = call.metadata
+        plan = self._plan_for(call)
         if router.auth is not None:  # --enable-auth: the same check as HTTP, on the authorization metadata
-            denied = await router.auth.check(next((v for k, v in pairs if k == "authorization"), None))
+            denied = await router.auth.check(next((v for k, v in call.metadata if k == "authorization"), None))
             if denied is not None:
                 raise Abort(_code(denied.status), orjson.loads(denied.body)["cause"])
-        headers = router._propagator.select(pairs)
-        seen, raw_mode = self._raw_for
-        if seen is not plan:
-            raw_mode = self._passes_protobuf(plan)
-        if raw_mode:
-            body = raw
-        else:
-            try:
-                body = orjson.dumps(convert.request_to_json(pb.ModelInferRequest.FromString(raw)))
-            except (convert.ConversionError, DecodeError) as exc:
-                raise Abort(wire.INVALID_ARGUMENT, str(exc)) from None
-        token = RAW_REQUEST.set(raw if raw_mode else None)
+        body, headers, raw_mode = self._request(plan, call)
+        token = RAW_REQUEST.set(body if raw_mode else None)
         try:
             if plan.deadline is None and call.deadline is None:  # no deadline: one coroutine level fewer
                 result = await router._executor.run(plan, body, headers)
@@ -318,6 +299,37 @@ class GRPCFront:
             return _answer(answer, result.content_type)
         except convert.ConversionError as exc:
             raise Abort(wire.INTERNAL, f"the graph's answer cannot be a ModelInferResponse: {exc}") from None
+
+    def _plan_for(self, call: Call) -> GraphPlan:
+        """The served graph's plan, when the call's ModelInferRequest names it (else Abort)."""
+        plan = self._router.plan
+        if plan is None:
+            raise Abort(wire.UNAVAILABLE, "no graph is loaded yet")
+        try:
+            name = request_model(call.request)
+        except ValueError as exc:
+            raise Abort(wire.INVALID_ARGUMENT, f"the request is not a ModelInferRequest: {exc}") from None
+        if name != plan.name:
+            raise Abort(wire.NOT_FOUND, f"model {name!r} is not served here: this router serves graph {plan.name!r}")
+        return plan
+
+    def _request(self, plan: GraphPlan, call: Call) -> tuple[bytes, Any, bool]:
+        """What the graph runs on: the body (the request's protobuf itself when the graph can
+        pass it on, else V2 JSON), the headers to propagate, and whether the body is the protobuf.
+
+        A C method (with _plan_for): the synchronous part of every ModelInfer call.
+        """
+        headers = self._router._propagator.select(call.metadata)
+        seen, raw_mode = self._raw_for
+        if seen is not plan:
+            raw_mode = self._passes_protobuf(plan)
+        if raw_mode:
+            return call.request, headers, True
+        try:
+            body = orjson.dumps(convert.request_to_json(pb.ModelInferRequest.FromString(call.request)))
+        except (convert.ConversionError, DecodeError) as exc:
+            raise Abort(wire.INVALID_ARGUMENT, str(exc)) from None
+        return body, headers, False
 
     async def _run(self, plan: GraphPlan, body: bytes, headers: Any, client_seconds: float | None) -> StepResponse:
         """The graph under the tighter of its deadlineSeconds and the client's deadline."""
