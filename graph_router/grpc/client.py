@@ -126,7 +126,8 @@ class ClientConnection:
         return not self.lost and self.h2.can_open()
 
     def start(self, block: bytes, parts: list[Any], size: int, future: asyncio.Future[Stream]) -> Stream:
-        """A call's stream, its request queued (written at the end of this loop iteration)."""
+        """A call's stream, its request written: now when it is the connection's only call,
+        else at the end of this loop iteration, with the others made meanwhile."""
         conn = self.h2
         stream = conn.open_stream()
         stream.user = future

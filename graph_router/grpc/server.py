@@ -2,8 +2,10 @@
 """The lean gRPC server: unary (and server-streaming) calls on our own HTTP/2.
 
 The asyncio glue around :class:`graph_router.http2.connection.Connection` (server
-side): bytes in, events out, one task per call, frames written in one ``writelines``
-per batch. The front (graph_router.grpc.front) gives it a handler per method path.
+side): bytes in, events out, one task per call, frames written in one write per batch
+(an answer at once when no other call on its connection is in flight, else with the
+others that finish in the same pass of the loop). The front (graph_router.grpc.front)
+gives it a handler per method path.
 
 - A call's request arrives whole (unary): the handler gets its message as bytes, its
   metadata and its deadline (``grpc-timeout``), and answers bytes or raises
