@@ -221,9 +221,12 @@ class Echo:
         self.most_in_flight = 0
         self.metadata: list[list[tuple[str, str]]] = []
         self.release = asyncio.Event()
+        self.tasks: list[tuple[asyncio.Task[Any] | None, int]] = []  # each echo call's task, and its cancel requests
 
     async def echo(self, call: Call) -> bytes:
         self.metadata.append(call.metadata)
+        task = asyncio.current_task()
+        self.tasks.append((task, task.cancelling() if task is not None else -1))
         if call.request.startswith(b"abort:"):
             raise Abort(wire.INVALID_ARGUMENT, call.request[6:].decode())
         return call.request
@@ -376,6 +379,37 @@ async def test_calls_in_flight_are_counted_until_they_end(served: tuple[LeanServ
     assert await _settles(lambda: server.in_flight == 1 and echo.in_flight == 1)
     peer.close()
     assert await _settles(lambda: server.in_flight == 0)
+
+
+async def test_unary_calls_reuse_a_worker_task_through_cancellations(served: tuple[LeanServer, Echo, int]) -> None:
+    """Calls run on reused worker tasks: one after another on the same task; a call cancelled while it
+    runs (RST_STREAM) or before it begins ends that call only, the worker goes on with no cancellation
+    pending; stop() ends the idle workers."""
+    server, echo, port = served
+    peer = await RawPeer.connect(port)
+    peer.settings()
+    for sid in (1, 3, 5):
+        peer.call(sid, ECHO, b"x")
+        await peer.until(h2.DATA, sid)
+    first = echo.tasks[0][0]
+    assert first is not None and [t for t, _ in echo.tasks] == [first] * 3 and len(server.idle) == 1
+    peer.call(7, SLOW, b"a")  # cancelled while it runs
+    await asyncio.wait_for(echo.started.wait(), 5)
+    peer.frame(h2.RST_STREAM, 0, 7, h2.CANCEL.to_bytes(4, "big"))
+    await asyncio.wait_for(echo.cancelled.wait(), 5)
+    peer.call(9, ECHO, b"y")
+    await peer.until(h2.DATA, 9)
+    assert echo.tasks[-1] == (first, 0)  # the same task, not being cancelled
+    peer.call(11, ECHO, b"z")  # reset at once: cancelled before it began, or while it ran
+    peer.frame(h2.RST_STREAM, 0, 11, h2.CANCEL.to_bytes(4, "big"))
+    peer.call(13, ECHO, b"w")
+    _, _, payload = await peer.until(h2.DATA, 13)
+    assert payload.endswith(b"w") and echo.tasks[-1][1] == 0
+    assert await _settles(lambda: server.in_flight == 0 and len(server.idle) >= 1)
+    workers = [w.task for w in server.idle]
+    await server.stop(0)
+    assert await _settles(lambda: all(t is not None and t.done() for t in workers)) and not server.idle
+    peer.close()
 
 
 async def _settles(check: Callable[[], bool]) -> bool:

@@ -8,6 +8,15 @@ cdef class Call:
     cdef public object deadline
     cdef public object loop
 
+cdef class _Worker:
+    cdef public object task
+    cdef public object wake
+    cdef public object conn
+    cdef public object stream
+    cdef public object handler
+    cdef public object call
+    cdef public bint cancelled
+
 cdef class ServerConnection:
     cdef public object _server
     cdef public object _loop
@@ -24,3 +33,4 @@ cdef class ServerConnection:
     cpdef _write(self)
     cpdef _write_now(self)
     cpdef _status(self, Stream stream, object code, object text)
+    cpdef _unary_end(self, Stream stream, object answer, object exc)

@@ -2,10 +2,16 @@
 """The lean gRPC server: unary (and server-streaming) calls on our own HTTP/2.
 
 The asyncio glue around :class:`graph_router.http2.connection.Connection` (server
-side): bytes in, events out, one task per call, frames written in one write per batch
-(an answer at once when no other call on its connection is in flight, else with the
-others that finish in the same pass of the loop). The front (graph_router.grpc.front)
-gives it a handler per method path.
+side): bytes in, events out, frames written in one write per batch (an answer at once
+when no other call on its connection is in flight, else with the others that finish in
+the same pass of the loop). The front (graph_router.grpc.front) gives it a handler per
+method path.
+
+Unary calls run on reused worker tasks (:class:`_Worker`), one call at a time each: an
+asyncio task made per call costs about 10k instructions in Python 3.11 (the task, its
+registration in asyncio's WeakSet of all tasks, its end), waking an idle worker a
+fraction of that. A worker keeps its task's context between calls; what a call sets in
+it (the raw-request context variable, a span) it resets before it ends.
 
 - A call's request arrives whole (unary): the handler gets its message as bytes, its
   metadata and its deadline (``grpc-timeout``), and answers bytes or raises
@@ -91,6 +97,36 @@ def _parse(headers: list[tuple[str, str]] | None) -> _Parsed:
     return method, content_type, seconds, encoding, metadata
 
 
+class _Worker:
+    """A task that runs unary calls one after another (see the module's docstring).
+
+    ``conn``/``stream``/``handler``/``call``: the call handed to it and not yet begun.
+    ``cancelled``: its current call was cancelled (the client reset it, the connection
+    was lost): the CancelledError ends that call, not the worker.
+    """
+
+    __slots__ = ("call", "cancelled", "conn", "handler", "stream", "task", "wake")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.wake: asyncio.Future[None] | None = None
+        self.conn: ServerConnection | None = None
+        self.stream: Stream | None = None
+        self.handler: Unary | None = None
+        self.call: Call | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Cancel the call it runs (or was handed and has not begun)."""
+        if not self.cancelled and self.task is not None:
+            self.cancelled = True
+            self.task.cancel()
+
+
+# Idle workers kept per server; past it a worker whose call ends stops (a burst's extras).
+_MAX_IDLE = 64
+
+
 class ServerConnection:
     """One client connection (an asyncio protocol)."""
 
@@ -99,7 +135,7 @@ class ServerConnection:
         self._loop = server.loop
         self.h2 = Connection(False, max_concurrent=server.max_concurrent, max_stream_bytes=server.max_message + 5)
         self.transport: asyncio.Transport | None = None
-        self._tasks: dict[Stream, asyncio.Task[None]] = {}  # the calls in flight, by stream
+        self._tasks: dict[Stream, _Worker | asyncio.Task[None]] = {}  # the calls in flight, by stream
         self._write_soon = False
         self._last_headers: list[tuple[str, str]] | None = None  # the last call's header list, and
         self._last_parsed: _Parsed = (None, "", None, None, [])  # what _parse made of it
@@ -115,8 +151,8 @@ class ServerConnection:
         self._server.connections.discard(self)
         self.h2.closed = True
         tasks = self._tasks
-        for task in list(tasks.values()):
-            task.cancel()  # a task that has not begun never runs its finally: accounted for here
+        for user in list(tasks.values()):
+            user.cancel()  # a call that has not begun never runs its finally: accounted for here
         self._server.in_flight -= len(tasks)
         tasks.clear()
 
@@ -144,11 +180,11 @@ class ServerConnection:
                     self._call(stream)
                 elif kind == EV_RESET or kind == EV_TOO_LARGE:
                     assert stream is not None
-                    task = stream.user
-                    if task is not None:
+                    user = stream.user
+                    if user is not None:
                         stream.user = None
-                        task.cancel()
-                        self._finished(stream)  # (the task may not have begun: then it never will)
+                        user.cancel()  # its worker's, or its own task's (a streaming call)
+                        self._finished(stream)  # (the call may not have begun: then it never will)
                     if kind == EV_TOO_LARGE:
                         self._status(stream, wire.RESOURCE_EXHAUSTED,
                                      f"the request is over the {self._server.max_message}-octet limit")
@@ -208,13 +244,25 @@ class ServerConnection:
             return
         stream.chunks = []
         call = Call(request, metadata[:], deadline, self._loop)  # a copy: the parse is shared
+        user: _Worker | asyncio.Task[None]
         if unary is not None:
-            task = self._loop.create_task(self._unary(stream, unary, call))
+            idle = server.idle
+            if idle:
+                worker = idle.pop()  # the most recently used: its memory is the warmest
+                worker.conn, worker.stream, worker.handler, worker.call = self, stream, unary, call
+                wake = worker.wake
+                assert wake is not None
+                wake.set_result(None)
+            else:
+                worker = _Worker()
+                worker.conn, worker.stream, worker.handler, worker.call = self, stream, unary, call
+                worker.task = self._loop.create_task(server._work(worker))
+            user = worker
         else:
             assert streaming is not None
-            task = self._loop.create_task(self._streaming(stream, streaming, call))
-        stream.user = task
-        self._tasks[stream] = task
+            user = self._loop.create_task(self._streaming(stream, streaming, call))
+        stream.user = user
+        self._tasks[stream] = user
         server.in_flight += 1
 
     def _finished(self, stream: Stream) -> None:
@@ -226,20 +274,21 @@ class ServerConnection:
         if self._tasks.pop(stream, None) is not None:
             self._server.in_flight -= 1
 
-    async def _unary(self, stream: Stream, handler: Unary, call: Call) -> None:
+    def _unary_end(self, stream: Stream, answer: bytes | None, exc: Exception | None) -> None:
+        """A unary call's end: its answer, or the status of what it raised; then the write."""
         try:
-            answer = await handler(call)
-        except Abort as exc:
-            self._status(stream, exc.code, exc.message)
-        except Exception:
-            logger.exception("gRPC method failed")
-            self._status(stream, wire.INTERNAL, "the router failed to answer (see its log)")
-        else:
-            stream.user = None
-            conn = self.h2
-            if conn.closed or stream.id not in conn.streams:
-                return
-            conn.send_message(stream, RESPONSE_HEADERS, [answer], len(answer), TRAILERS_OK)
+            if exc is None:
+                assert answer is not None
+                stream.user = None
+                conn = self.h2
+                if conn.closed or stream.id not in conn.streams:
+                    return
+                conn.send_message(stream, RESPONSE_HEADERS, [answer], len(answer), TRAILERS_OK)
+            elif isinstance(exc, Abort):
+                self._status(stream, exc.code, exc.message)
+            else:
+                logger.error("gRPC method failed", exc_info=exc)
+                self._status(stream, wire.INTERNAL, "the router failed to answer (see its log)")
         finally:
             self._finished(stream)
         if self._tasks:
@@ -299,8 +348,8 @@ class ServerConnection:
         self._write()
 
     def abort(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
+        for user in list(self._tasks.values()):
+            user.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -319,6 +368,7 @@ class LeanServer:
         self.loop = asyncio.get_running_loop()
         self.connections: set[ServerConnection] = set()
         self.stopping = False
+        self.idle: list[_Worker] = []  # workers waiting for a call
         self._servers: list[asyncio.AbstractServer] = []
 
     async def start(self, host: str, port: int) -> int:
@@ -330,6 +380,44 @@ class LeanServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._servers.append(await self.loop.create_server(self._protocol, sock=sock, backlog=2048))
         return int(sockets[0].getsockname()[1])
+
+    async def _work(self, worker: _Worker) -> None:
+        """A worker's life: the call it was made for, then each call handed to it while idle."""
+        task = worker.task
+        assert task is not None
+        idle = self.idle
+        while True:
+            conn, stream, handler, call = worker.conn, worker.stream, worker.handler, worker.call
+            if conn is not None:
+                worker.conn = worker.stream = worker.handler = worker.call = None
+                assert stream is not None and handler is not None and call is not None
+                try:
+                    answer = await handler(call)  # awaited here, not in a coroutine per call
+                except asyncio.CancelledError:
+                    conn._finished(stream)
+                    if not worker.cancelled:
+                        raise  # not its call's cancellation: the worker itself is cancelled
+                except Exception as exc:
+                    conn._unary_end(stream, None, exc)
+                else:
+                    conn._unary_end(stream, answer, None)
+            if worker.cancelled:  # that call's cancellation is spent: the task is not being cancelled
+                worker.cancelled = False
+                task.uncancel()
+            if self.stopping or len(idle) >= _MAX_IDLE:
+                return
+            worker.wake = wake = self.loop.create_future()
+            idle.append(worker)
+            try:
+                await wake
+            except asyncio.CancelledError:
+                if not worker.cancelled:
+                    if worker in idle:
+                        idle.remove(worker)
+                    raise  # stop(), or the loop's end: an idle worker ends
+                # The call handed to it was cancelled before it began: dropped (whoever
+                # cancelled it counted it off), and the worker is idle again.
+                worker.conn = worker.stream = worker.handler = worker.call = None
 
     def _protocol(self) -> asyncio.Protocol:
         return cast(asyncio.Protocol, ServerConnection(self))
@@ -347,3 +435,8 @@ class LeanServer:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.abort()
+        idle = self.idle[:]
+        self.idle.clear()
+        for worker in idle:
+            if worker.task is not None:
+                worker.task.cancel()
