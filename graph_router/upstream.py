@@ -203,6 +203,11 @@ class UpstreamClient:
         """
         # A plain function handing back the coroutine: one frame less per step call.
         if policy is None and deadline is None:
+            http = self._http
+            if http is not None and self._breakers is not None and url.startswith(("grpc://", "grpcs://")):
+                # A gRPC step's own coroutine, as _guarded would await it: one level fewer.
+                return _grpc_call()(url, body, headers, timeout, self._breakers, self._settings.max_response_bytes,
+                                    http.loop)
             return self._guarded(url, body, headers, timeout, stream)
         return self._with_policy(url, body, headers, timeout, stream, policy, deadline)
 
