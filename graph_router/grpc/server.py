@@ -122,6 +122,56 @@ class _Worker:
             self.cancelled = True
             self.task.cancel()
 
+    # The steps of LeanServer._work, as methods so that they run typed in the compiled build.
+    def start(self) -> Awaitable[bytes]:
+        """Begin the call handed to it: its handler's awaitable."""
+        handler, call = self.handler, self.call
+        assert handler is not None and call is not None
+        self.handler = self.call = None
+        return handler(call)
+
+    def end(self, answer: bytes | None, exc: Exception | None) -> None:
+        """The call ended, with an answer or what it raised: answered on its connection."""
+        conn, stream = self.conn, self.stream
+        assert conn is not None and stream is not None
+        self.conn = self.stream = None
+        conn._unary_end(stream, answer, exc)
+
+    def ended_cancelled(self) -> bool:
+        """The call was cancelled while it ran: it is over. True: by its own cancellation, so
+        the worker goes on; False: the worker itself is cancelled."""
+        conn, stream = self.conn, self.stream
+        self.conn = self.stream = None
+        if conn is not None and stream is not None:
+            conn._finished(stream)
+        return self.cancelled
+
+    def rest(self, server: LeanServer) -> asyncio.Future[None] | None:
+        """Between calls: a spent cancellation taken back (the task is not being cancelled);
+        then the future to wait on while idle, or None: the worker stops."""
+        if self.cancelled:
+            self.cancelled = False
+            assert self.task is not None
+            self.task.uncancel()
+        idle = server.idle
+        if server.stopping or len(idle) >= _MAX_IDLE:
+            return None
+        self.wake = wake = server.loop.create_future()
+        idle.append(self)
+        return wake
+
+    def woken_cancelled(self, server: LeanServer) -> bool:
+        """Cancelled while idle, or before the call handed to it began. True: that call's
+        cancellation (the call is dropped: whoever cancelled it counted it off); False: the
+        worker itself is cancelled (stop(), or the loop's end)."""
+        if not self.cancelled:
+            if self in server.idle:
+                server.idle.remove(self)
+            return False
+        self.conn = self.stream = None
+        self.handler = self.call = None
+        return True
+
 
 # Idle workers kept per server; past it a worker whose call ends stops (a burst's extras).
 _MAX_IDLE = 64
@@ -383,41 +433,25 @@ class LeanServer:
 
     async def _work(self, worker: _Worker) -> None:
         """A worker's life: the call it was made for, then each call handed to it while idle."""
-        task = worker.task
-        assert task is not None
-        idle = self.idle
         while True:
-            conn, stream, handler, call = worker.conn, worker.stream, worker.handler, worker.call
-            if conn is not None:
-                worker.conn = worker.stream = worker.handler = worker.call = None
-                assert stream is not None and handler is not None and call is not None
+            if worker.handler is not None:
                 try:
-                    answer = await handler(call)  # awaited here, not in a coroutine per call
+                    answer = await worker.start()  # awaited here, not in a coroutine per call
                 except asyncio.CancelledError:
-                    conn._finished(stream)
-                    if not worker.cancelled:
-                        raise  # not its call's cancellation: the worker itself is cancelled
+                    if not worker.ended_cancelled():
+                        raise
                 except Exception as exc:
-                    conn._unary_end(stream, None, exc)
+                    worker.end(None, exc)
                 else:
-                    conn._unary_end(stream, answer, None)
-            if worker.cancelled:  # that call's cancellation is spent: the task is not being cancelled
-                worker.cancelled = False
-                task.uncancel()
-            if self.stopping or len(idle) >= _MAX_IDLE:
+                    worker.end(answer, None)
+            wake = worker.rest(self)
+            if wake is None:
                 return
-            worker.wake = wake = self.loop.create_future()
-            idle.append(worker)
             try:
                 await wake
             except asyncio.CancelledError:
-                if not worker.cancelled:
-                    if worker in idle:
-                        idle.remove(worker)
-                    raise  # stop(), or the loop's end: an idle worker ends
-                # The call handed to it was cancelled before it began: dropped (whoever
-                # cancelled it counted it off), and the worker is idle again.
-                worker.conn = worker.stream = worker.handler = worker.call = None
+                if not worker.woken_cancelled(self):
+                    raise
 
     def _protocol(self) -> asyncio.Protocol:
         return cast(asyncio.Protocol, ServerConnection(self))
