@@ -32,3 +32,5 @@ cdef class Channel:
     cpdef bytes _head(self, str path)
 
 cpdef bytes _result(Stream stream)
+@cython.locals(size=Py_ssize_t)
+cpdef write_out(object transport, list out)
