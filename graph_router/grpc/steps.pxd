@@ -9,6 +9,7 @@ cdef class _Step:
     cdef public bytes rename
     cdef public tuple address
 
+cdef object _get_raw_request
 cdef dict _steps
 cdef dict _targets
 cdef dict _renames

@@ -54,6 +54,7 @@ PROTO_ANSWER = "application/grpc+proto; message=inference.ModelInferResponse"
 # step whose body *is* that object sends it on as bytes and answers in bytes
 # (PROTO_ANSWER): no parse, no JSON. Any other body is V2 JSON.
 RAW_REQUEST: ContextVar[bytes | None] = ContextVar("graph_router_grpc_raw_request", default=None)
+_get_raw_request = RAW_REQUEST.get  # bound once: a per-call lookup would make a bound method each time
 
 # gRPC UNAVAILABLE details that mean no server ever saw the call (a transport error,
 # retried and counted as REST connection failures are), not a server's own answer.
@@ -275,7 +276,7 @@ async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float
             f"service {step.target.host}:{step.target.port} is failing; calls are paused for "
             f"{breakers.retry_after(key):.1f}s more (circuit open)"
         )
-    raw = RAW_REQUEST.get()
+    raw = _get_raw_request()
     parts = request_parts(body, step, raw)
     if step.secure:
         answer = await _call_aio(url, step.target, parts, headers, timeout, breakers, max_response_bytes)
