@@ -12,6 +12,8 @@ cdef class ClientConnection:
     # Per call: C calls from Channel.unary, on typed streams.
     cpdef flush(self)
     cpdef _flush(self)
+    @cython.locals(conn=Connection, stream=Stream, events=list)
+    cpdef data_received(self, object data)
     cpdef bint usable(self)
     @cython.locals(conn=Connection, stream=Stream)
     cpdef Stream start(self, bytes block, list parts, object size, object future)
