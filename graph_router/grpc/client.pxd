@@ -12,6 +12,8 @@ cdef class ClientConnection:
     # Per call: C calls from Channel.unary, on typed streams.
     cpdef flush(self)
     cpdef _flush(self)
+    @cython.locals(conn=Connection, stream=Stream, events=list)
+    cpdef data_received(self, object data)
     cpdef bint usable(self)
     @cython.locals(conn=Connection, stream=Stream)
     cpdef Stream start(self, bytes block, list parts, object size, object future)
@@ -32,3 +34,5 @@ cdef class Channel:
     cpdef bytes _head(self, str path)
 
 cpdef bytes _result(Stream stream)
+@cython.locals(size=Py_ssize_t)
+cpdef write_out(object transport, list out)

@@ -141,7 +141,7 @@ class ClientConnection:
     def cancel(self, stream: Stream) -> None:
         """Reset the call's stream if it is still open (RST_STREAM CANCEL)."""
         conn = self.h2
-        if stream.id in conn.streams:
+        if stream.key in conn.streams:
             conn.reset(stream.id, CANCEL)
             conn.events.clear()
             self.flush()

@@ -277,28 +277,20 @@ class GRPCFront:
             if denied is not None:
                 raise Abort(_code(denied.status), orjson.loads(denied.body)["cause"])
         body, headers, raw_mode = self._request(plan, call)
-        token = RAW_REQUEST.set(body if raw_mode else None)
+        token = _set_raw_request(body if raw_mode else None)
         try:
-            if plan.deadline is None and call.deadline is None:  # no deadline: one coroutine level fewer
+            if _unbounded(plan, call):  # no deadline: one coroutine level fewer
                 result = await router._executor.run(plan, body, headers)
             else:
                 result = await self._run(plan, body, headers, call.time_remaining())
-            if result.stream is None and result.content_encoding is None:
-                answer = result.body  # what whole() answers, without a coroutine per call
-            else:
+            answer = _whole(result)
+            if answer is None:
                 answer = await result.whole()
         except RequestError as exc:
             raise Abort(_code(exc.status), exc.cause) from None
         finally:
-            RAW_REQUEST.reset(token)
-        if not result.ok:
-            raise Abort(_code(result.status), _message(answer))
-        if result.content_type == PROTO_ANSWER:
-            return answer
-        try:
-            return _answer(answer, result.content_type)
-        except convert.ConversionError as exc:
-            raise Abort(wire.INTERNAL, f"the graph's answer cannot be a ModelInferResponse: {exc}") from None
+            _reset_raw_request(token)
+        return _reply(result, answer)
 
     def _plan_for(self, call: Call) -> GraphPlan:
         """The served graph's plan, when the call's ModelInferRequest names it (else Abort)."""
@@ -373,6 +365,38 @@ class GRPCFront:
 
 
 _LIVE = pb.ServerLiveResponse(live=True).SerializeToString()
+
+# RAW_REQUEST's methods, bound once: looked up on the ContextVar, each call would make a bound method.
+_set_raw_request = RAW_REQUEST.set
+_reset_raw_request = RAW_REQUEST.reset
+
+
+# ModelInfer's synchronous steps around the graph's run, as C functions compiled: the call's and
+# the result's fields are then read in C rather than looked up as Python attributes.
+
+def _unbounded(plan: GraphPlan, call: Call) -> bool:
+    """Whether neither the graph nor the client set a deadline."""
+    return plan.deadline is None and call.deadline is None
+
+
+def _whole(result: StepResponse) -> bytes | None:
+    """What ``result.whole()`` answers when that needs no reading or decoding (else None),
+    without a coroutine per call."""
+    if result.stream is None and result.content_encoding is None:
+        return result.body
+    return None
+
+
+def _reply(result: StepResponse, answer: bytes) -> bytes:
+    """The ModelInferResponse for the graph's result (its whole body ``answer``), or Abort."""
+    if not 200 <= result.status <= 299:  # not result.ok (a property: a Python call)
+        raise Abort(_code(result.status), _message(answer))
+    if result.content_type == PROTO_ANSWER:
+        return answer
+    try:
+        return _answer(answer, result.content_type)
+    except convert.ConversionError as exc:
+        raise Abort(wire.INTERNAL, f"the graph's answer cannot be a ModelInferResponse: {exc}") from None
 
 
 def _parse(kind: Any, raw: bytes) -> Any:

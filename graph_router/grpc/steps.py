@@ -54,6 +54,7 @@ PROTO_ANSWER = "application/grpc+proto; message=inference.ModelInferResponse"
 # step whose body *is* that object sends it on as bytes and answers in bytes
 # (PROTO_ANSWER): no parse, no JSON. Any other body is V2 JSON.
 RAW_REQUEST: ContextVar[bytes | None] = ContextVar("graph_router_grpc_raw_request", default=None)
+_get_raw_request = RAW_REQUEST.get  # bound once: a per-call lookup would make a bound method each time
 
 # gRPC UNAVAILABLE details that mean no server ever saw the call (a transport error,
 # retried and counted as REST connection failures are), not a server's own answer.
@@ -162,6 +163,39 @@ def target(url: str) -> urls.GRPCTarget:
     return found
 
 
+class _Step:
+    """What every call to one gRPC step URL reads, taken from its target once (a C object
+    compiled: its fields are read in C, where the target's are Python attribute lookups)."""
+
+    __slots__ = ("address", "key", "rename", "secure", "target")
+
+    def __init__(self, t: urls.GRPCTarget) -> None:
+        self.target = t
+        self.key: tuple[str, str, int] = t.key
+        self.secure = t.secure
+        self.rename = _rename(t.model, t.version)  # appended to a RAW_REQUEST body (request_parts)
+        self.address = (t.host, t.port)  # the lean channel's key
+
+
+_steps: dict[str, _Step] = {}
+
+
+def _step(url: str) -> _Step:
+    found = _steps.get(url)
+    if found is None:
+        found = _Step(target(url))
+        if len(_steps) < 4096:
+            _steps[url] = found
+    return found
+
+
+def _size(parts: list[bytes]) -> int:
+    size = 0
+    for part in parts:
+        size += len(part)
+    return size
+
+
 def metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...] | None:
     """Propagated headers as gRPC metadata (lower-case keys; what gRPC reserves is left out)."""
     if not headers:
@@ -177,14 +211,15 @@ def metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...] | None:
     return tuple(out) or None
 
 
-def request_parts(body: bytes, t: urls.GRPCTarget, raw: bytes | None) -> list[bytes]:
-    """The serialized ModelInferRequest for ``t``'s model, as pieces sent one after another
+def request_parts(body: bytes, step: _Step, raw: bytes | None) -> list[bytes]:
+    """The serialized ModelInferRequest for the step's model, as pieces sent one after another
     (``raw``: the front's request, RAW_REQUEST)."""
     if body is raw:
         # The front's bytes as they came, with the model (and version) renamed: a later
         # occurrence of a singular field wins when protobuf parses, so appending them is
         # a rename. Sent as pieces, the tensor bytes are not copied at all.
-        return [body, _rename(t.model, t.version)]
+        return [body, step.rename]
+    t = step.target
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -234,24 +269,21 @@ async def call(url: str, body: bytes, headers: Mapping[str, str], timeout: float
 
     ``loop``: the running loop, when the caller has it (asking for it is a system call).
     """
-    t = target(url)
-    key = t.key
+    step = _step(url)  # compiled: a typed local, its fields read in C
+    key = step.key
     if not breakers.allow(key):
         raise CircuitOpen(
-            f"service {t.host}:{t.port} is failing; calls are paused for "
+            f"service {step.target.host}:{step.target.port} is failing; calls are paused for "
             f"{breakers.retry_after(key):.1f}s more (circuit open)"
         )
-    raw = RAW_REQUEST.get()
-    parts = request_parts(body, t, raw)
-    if t.secure:
-        answer = await _call_aio(url, t, parts, headers, timeout, breakers, max_response_bytes)
+    raw = _get_raw_request()
+    parts = request_parts(body, step, raw)
+    if step.secure:
+        answer = await _call_aio(url, step.target, parts, headers, timeout, breakers, max_response_bytes)
     else:
-        channel = lean_channel(t, max_response_bytes, loop)
-        size = 0
-        for part in parts:
-            size += len(part)
+        channel = lean_channel(step, max_response_bytes, loop)
         try:
-            answer = await channel.unary(MODEL_INFER, parts, size, lean_metadata(headers), timeout)
+            answer = await channel.unary(MODEL_INFER, parts, _size(parts), lean_metadata(headers), timeout)
         except RPCError as exc:
             return _failed(url, key, exc.code, exc.details, exc.transport, timeout, breakers)
         except BaseException:
@@ -311,9 +343,9 @@ _lean: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int]
 _lean_last: tuple[asyncio.AbstractEventLoop | None, dict[tuple[str, int], Channel]] = (None, {})  # the last loop's pool
 
 
-def lean_channel(t: urls.GRPCTarget, max_response_bytes: int, loop: asyncio.AbstractEventLoop | None = None,
+def lean_channel(step: _Step, max_response_bytes: int, loop: asyncio.AbstractEventLoop | None = None,
                  ) -> Channel:
-    """The running loop's connection to ``t`` (made on first use, kept for the process's life)."""
+    """The running loop's connection to the step's target (made on first use, kept for the process's life)."""
     global _lean_last
     if loop is None:
         loop = asyncio.get_running_loop()  # (a getpid system call, in Python 3.11)
@@ -324,9 +356,10 @@ def lean_channel(t: urls.GRPCTarget, max_response_bytes: int, loop: asyncio.Abst
             found = _lean[loop] = {}
         pool = found
         _lean_last = (loop, pool)
-    channel = pool.get((t.host, t.port))
+    channel = pool.get(step.address)
     if channel is None:
-        channel = pool[(t.host, t.port)] = Channel(t.host, t.port, max_response_bytes)
+        t = step.target
+        channel = pool[step.address] = Channel(t.host, t.port, max_response_bytes)
     return channel
 
 

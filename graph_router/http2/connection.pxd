@@ -6,6 +6,7 @@ cdef class Stream:
     cdef public list chunks
     cdef public object headers
     cdef public Py_ssize_t id
+    cdef public object key
     cdef public bint local_closed
     cdef public object pending
     cdef public bint pending_end
@@ -54,6 +55,7 @@ cdef class Connection:
     cdef public Py_ssize_t _block_size
     cdef public bint _block_end
     cdef public Py_ssize_t _open_peer_streams
+    cdef bytearray _scratch
 
     # The frame loop and what it calls run as C methods: a Python-level method call
     # and boxed ints per frame cost more than the framing itself.
@@ -74,20 +76,23 @@ cdef class Connection:
     @cython.locals(start=Py_ssize_t, end=Py_ssize_t)
     cdef _headers(self, int flags, Py_ssize_t stream_id, bytes payload)
     cdef _add_fragment(self, bytes fragment)
-    @cython.locals(stream=Stream, stream_id=Py_ssize_t, end_stream=bint)
+    @cython.locals(stream=Stream, stream_id=Py_ssize_t, end_stream=bint, key=object)
     cdef _block_done(self)
     cdef _remote_end(self, Stream stream)
     @cython.locals(p=cython.p_uchar)
     cdef _window_update(self, Py_ssize_t stream_id, bytes payload)
     @cython.locals(stream=Stream)
     cdef _window_increment(self, Py_ssize_t stream_id, Py_ssize_t increment)
+    @cython.locals(key=object)
     cpdef Stream open_stream(self)
     @cython.locals(limit=Py_ssize_t, at=Py_ssize_t, flags=int)
     cpdef send_headers(self, Stream stream, bytes block, bint end_stream=*)
     @cython.locals(size=Py_ssize_t)
     cpdef send_data(self, Stream stream, list pieces, bint end_stream, object trailers=*)
-    @cython.locals(total=Py_ssize_t, limit=Py_ssize_t, n=Py_ssize_t)
+    @cython.locals(total=Py_ssize_t, limit=Py_ssize_t, n=Py_ssize_t, p=cython.p_uchar, out=list)
     cpdef send_message(self, Stream stream, bytes block, list pieces, Py_ssize_t size, object trailers)
+    @cython.locals(p=cython.p_uchar)
+    cdef inline void _head_at(self, Py_ssize_t at, Py_ssize_t length, int kind, int flags, Py_ssize_t stream_id)
     cpdef _local_end(self, Stream stream)
     cpdef _drop(self, Stream stream)
     cpdef _forget(self, Stream stream)
@@ -96,5 +101,8 @@ cdef class Connection:
 
 cdef object _HEAD
 cdef Py_ssize_t _COPY_BELOW
-cdef dict _MESSAGE_HEADS
+# C copies of the frame types and flags the per-frame paths test (the public names stay Python ints).
+cdef int _DATA, _HEADERS, _CONTINUATION, _WINDOW_UPDATE
+cdef int _END_STREAM, _END_HEADERS, _PADDED, _PRIORITY_FLAG
+cdef Py_ssize_t _MAX_WINDOW
 cpdef bytes frame_head(Py_ssize_t length, int kind, int flags, Py_ssize_t stream_id)

@@ -64,7 +64,13 @@ ENHANCE_YOUR_CALM = 0xB
 HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = (
     range(1, 7))
 
+# The same as C ints in the compiled module (see connection.pxd), for the per-frame paths:
+# a module global read there is a dict lookup, and each test on it a boxed int.
+_DATA, _HEADERS, _CONTINUATION, _WINDOW_UPDATE = DATA, HEADERS, CONTINUATION, WINDOW_UPDATE
+_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY_FLAG = END_STREAM, END_HEADERS, PADDED, PRIORITY_FLAG
+
 MAX_WINDOW = 2**31 - 1
+_MAX_WINDOW = MAX_WINDOW
 DEFAULT_WINDOW = 65535
 DEFAULT_FRAME = 16384
 MAX_FRAME_LIMIT = 2**24 - 1
@@ -112,11 +118,12 @@ def frame_head(length: int, kind: int, flags: int, stream_id: int) -> bytes:
 class Stream:
     """One stream's state; ``user`` is the glue's (a future, a task)."""
 
-    __slots__ = ("chunks", "headers", "id", "local_closed", "pending", "pending_end", "pending_trailers",
+    __slots__ = ("chunks", "headers", "id", "key", "local_closed", "pending", "pending_end", "pending_trailers",
                  "received", "recv_unacked", "remote_closed", "send_window", "too_large", "trailers", "user")
 
     def __init__(self, stream_id: int, send_window: int) -> None:
         self.id = stream_id
+        self.key = stream_id  # the id as a Python int, made once: the key of the connection's dicts
         self.headers: list[tuple[str, str]] | None = None
         self.trailers: list[tuple[str, str]] | None = None
         self.chunks: list[Any] = []  # DATA payloads (bytes or memoryview slices), in order
@@ -176,6 +183,7 @@ class Connection:
         self._block_size = 0
         self._block_end = False
         self._open_peer_streams = 0
+        self._scratch = bytearray(32)  # frame heads are written here, then copied out as bytes
         self._start()
 
     def _start(self) -> None:
@@ -233,16 +241,16 @@ class Connection:
             if length > self.local_max_frame:
                 raise ConnectionFailure(FRAME_SIZE_ERROR,
                                         f"a {length}-octet frame, over the {self.local_max_frame} allowed")
-            if self._block_stream and (kind != CONTINUATION or stream_id != self._block_stream):
+            if self._block_stream and (kind != _CONTINUATION or stream_id != self._block_stream):
                 raise ConnectionFailure(PROTOCOL_ERROR, "a header block interrupted by another frame")
-            if kind == DATA:
+            if kind == _DATA:
                 i = self._data_head(data, i + 9, n, length, flags, stream_id)
                 continue
             end = i + 9 + length
             if end > n:
                 self._buffer = data[i:]
                 return
-            if kind == WINDOW_UPDATE and length == 4:
+            if kind == _WINDOW_UPDATE and length == 4:
                 # Read in place: a peer sends one or two per call, and a payload slice costs
                 # more than the update itself.
                 increment = (p[i + 9] & 0x7F) << 24 | p[i + 10] << 16 | p[i + 11] << 8 | p[i + 12]  # top bit reserved
@@ -264,7 +272,7 @@ class Connection:
         if stream_id == 0:
             raise ConnectionFailure(PROTOCOL_ERROR, "DATA on stream 0")
         pad = 0
-        if flags & PADDED:
+        if flags & _PADDED:
             if i >= n:  # the pad length is not here yet: keep the whole frame head
                 self._buffer = data[i - 9:]
                 return n
@@ -290,11 +298,11 @@ class Connection:
             if stream.recv_unacked > self.local_stream_window:
                 self.reset(stream_id, FLOW_CONTROL_ERROR)
                 stream = None
-        body = length - pad - (1 if flags & PADDED else 0)
+        body = length - pad - (1 if flags & _PADDED else 0)
         self._data_stream = stream
         self._data_left = body
         self._pad_left = pad
-        self._data_end = bool(flags & END_STREAM)
+        self._data_end = bool(flags & _END_STREAM)
         i = self._data_payload(data, i, n)
         return i
 
@@ -346,9 +354,9 @@ class Connection:
         return self.next_stream_id - 2
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        if kind == HEADERS:
+        if kind == _HEADERS:
             self._headers(flags, stream_id, payload)
-        elif kind == CONTINUATION:
+        elif kind == _CONTINUATION:
             if not self._block_stream:
                 raise ConnectionFailure(PROTOCOL_ERROR, "CONTINUATION without a header block")
             self._add_fragment(payload)
@@ -396,21 +404,21 @@ class Connection:
         if stream_id == 0:
             raise ConnectionFailure(PROTOCOL_ERROR, "HEADERS on stream 0")
         start, end = 0, len(payload)
-        if flags & PADDED:
+        if flags & _PADDED:
             if not payload:
                 raise ConnectionFailure(FRAME_SIZE_ERROR, "padded HEADERS without a pad length")
             end -= payload[0]
             start = 1
-        if flags & PRIORITY_FLAG:
+        if flags & _PRIORITY_FLAG:
             start += 5
         if start > end:
             raise ConnectionFailure(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
         self._block_stream = stream_id
         self._block = []
         self._block_size = 0
-        self._block_end = bool(flags & END_STREAM)
+        self._block_end = bool(flags & _END_STREAM)
         self._add_fragment(payload if start == 0 and end == len(payload) else payload[start:end])
-        if flags & END_HEADERS:
+        if flags & _END_HEADERS:
             self._block_done()
 
     def _add_fragment(self, fragment: bytes) -> None:
@@ -428,7 +436,8 @@ class Connection:
             headers = self.decoder.decode(block)
         except HPACKError as exc:
             raise ConnectionFailure(COMPRESSION_ERROR, f"header block: {exc}") from None
-        stream = self.streams.get(stream_id)
+        key = stream_id  # compiled: boxed once, for the lookup and the new stream
+        stream = self.streams.get(key)
         if stream is None:
             if self.client or not stream_id & 1 or stream_id <= self.last_peer_stream:
                 if stream_id <= self._highest_id(stream_id):
@@ -439,8 +448,8 @@ class Connection:
                 return  # §6.8: streams above our GOAWAY's last id are ignored
             if self._open_peer_streams >= self.max_concurrent:
                 raise StreamError(stream_id, REFUSED_STREAM, "too many concurrent streams")
-            stream = Stream(stream_id, self.peer_initial_window)
-            self.streams[stream_id] = stream
+            stream = Stream(key, self.peer_initial_window)
+            self.streams[key] = stream
             self._open_peer_streams += 1
             stream.headers = headers
             self.events.append((EV_HEADERS, stream, 0))
@@ -475,13 +484,13 @@ class Connection:
             key = payload[at] << 8 | payload[at + 1]
             value = int.from_bytes(payload[at + 2 : at + 6], "big")
             if key == INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
+                if value > _MAX_WINDOW:
                     raise ConnectionFailure(FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
                 delta = value - self.peer_initial_window
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
-                    if stream.send_window > MAX_WINDOW:
+                    if stream.send_window > _MAX_WINDOW:
                         raise ConnectionFailure(FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
             elif key == MAX_FRAME_SIZE:
                 if not DEFAULT_FRAME <= value <= MAX_FRAME_LIMIT:
@@ -508,7 +517,7 @@ class Connection:
             if increment == 0:
                 raise ConnectionFailure(PROTOCOL_ERROR, "a connection WINDOW_UPDATE of 0")
             self.send_window += increment
-            if self.send_window > MAX_WINDOW:
+            if self.send_window > _MAX_WINDOW:
                 raise ConnectionFailure(FLOW_CONTROL_ERROR, "the connection window over 2^31-1")
             if self.blocked:
                 self._flush_blocked()
@@ -521,7 +530,7 @@ class Connection:
         if increment == 0:
             raise StreamError(stream_id, PROTOCOL_ERROR, "a stream WINDOW_UPDATE of 0")
         stream.send_window += increment
-        if stream.send_window > MAX_WINDOW:
+        if stream.send_window > _MAX_WINDOW:
             raise StreamError(stream_id, FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
         if stream.pending is not None:
             self._flush(stream)
@@ -541,15 +550,15 @@ class Connection:
 
     def open_stream(self) -> Stream:
         """A new stream of ours (client side); send its headers with :meth:`send_headers`."""
-        stream_id = self.next_stream_id
+        key = self.next_stream_id  # compiled: boxed once, kept as stream.key
         self.next_stream_id += 2
-        stream = Stream(stream_id, self.peer_initial_window)
-        self.streams[stream_id] = stream
+        stream = Stream(key, self.peer_initial_window)
+        self.streams[key] = stream
         return stream
 
     def can_open(self) -> bool:
         """Whether a new stream may start here (client side)."""
-        return (not self.closed and not self.goaway_received and self.next_stream_id < MAX_WINDOW
+        return (not self.closed and not self.goaway_received and self.next_stream_id < _MAX_WINDOW
                 and len(self.streams) < self.peer_max_concurrent)
 
     def send_headers(self, stream: Stream, block: bytes, end_stream: bool = False) -> None:
@@ -601,8 +610,8 @@ class Connection:
         """A header block, then one gRPC message (5-octet prefix, then ``pieces``: ``size`` octets) as
         DATA, then ``trailers`` (a server's answer) or END_STREAM (a client's request).
 
-        The common case, all of it fitting the windows and frames, costs two struct packs:
-        the HEADERS head, block, DATA head and message prefix in one, the trailers in another.
+        The common case, all of it fitting the windows and frames: the frame heads written
+        in C (:meth:`_head_at`) and copied out, the block and pieces appended as they are.
         """
         total = size + 5
         limit = self.peer_max_frame
@@ -612,20 +621,41 @@ class Connection:
             stream.send_window -= total
             self.send_window -= total
             out = self.out
-            head = _MESSAGE_HEADS.get(n)
-            if head is None:
-                head = _message_head(n)
-            out.append(head.pack(n << 8 | HEADERS, END_HEADERS, stream.id, block,
-                                 total << 8 | DATA, 0 if trailers is not None else END_STREAM, stream.id, 0, size))
+            p = self._scratch  # compiled: a pointer into it
+            self._head_at(0, n, _HEADERS, _END_HEADERS, stream.id)
+            self._head_at(9, total, _DATA, 0 if trailers is not None else _END_STREAM, stream.id)
+            p[18] = 0  # the message prefix: not compressed, then its length
+            p[19] = size >> 24 & 0xFF
+            p[20] = size >> 16 & 0xFF
+            p[21] = size >> 8 & 0xFF
+            p[22] = size & 0xFF
+            out.append(p[0:9])
+            out.append(block)
+            out.append(p[9:23])
             for piece in pieces:
                 out.append(piece)
             if trailers is not None:
-                out.append(_HEAD.pack(len(trailers) << 8 | HEADERS, END_STREAM | END_HEADERS, stream.id))
+                self._head_at(0, len(trailers), _HEADERS, _END_STREAM | _END_HEADERS, stream.id)
+                out.append(p[0:9])
                 out.append(trailers)
             self._local_end(stream)
             return
         self.send_headers(stream, block)
         self.send_data(stream, [size.to_bytes(5, "big"), *pieces], True, trailers)
+
+    def _head_at(self, at: int, length: int, kind: int, flags: int, stream_id: int) -> None:
+        """Write a 9-octet frame header (§4.1) into the scratch buffer at ``at``: C stores, no
+        struct pack and no boxed ints."""
+        p = self._scratch  # compiled: a pointer into it
+        p[at] = length >> 16 & 0xFF
+        p[at + 1] = length >> 8 & 0xFF
+        p[at + 2] = length & 0xFF
+        p[at + 3] = kind
+        p[at + 4] = flags
+        p[at + 5] = stream_id >> 24 & 0xFF
+        p[at + 6] = stream_id >> 16 & 0xFF
+        p[at + 7] = stream_id >> 8 & 0xFF
+        p[at + 8] = stream_id & 0xFF
 
     def _flush(self, stream: Stream) -> None:
         pending = stream.pending
@@ -635,7 +665,7 @@ class Connection:
         while pending:
             room = min(stream.send_window, self.send_window, self.peer_max_frame)
             if room <= 0:
-                self.blocked[stream.id] = stream
+                self.blocked[stream.key] = stream
                 return
             frame: list[Any] = []
             size = 0
@@ -653,7 +683,7 @@ class Connection:
             ended = not pending and stream.pending_end and stream.pending_trailers is None
             out.append(frame_head(size, DATA, END_STREAM if ended else 0, stream.id))
             out.extend(frame)
-        self.blocked.pop(stream.id, None)
+        self.blocked.pop(stream.key, None)
         stream.pending = None
         if stream.pending_trailers is not None:
             trailers, stream.pending_trailers = stream.pending_trailers, None
@@ -676,11 +706,11 @@ class Connection:
             self._drop(stream)
 
     def _drop(self, stream: Stream) -> None:
-        if self.streams.pop(stream.id, None) is not None:
+        if self.streams.pop(stream.key, None) is not None:
             self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
-        self.blocked.pop(stream.id, None)
+        self.blocked.pop(stream.key, None)
         stream.pending = None
         if (stream.id & 1) == (0 if self.client else 1):
             self._open_peer_streams -= 1
@@ -721,17 +751,6 @@ class Connection:
 
 
 _SETTINGS_ACK = frame_head(0, SETTINGS, ACK, 0)
-
-# send_message's packers by header block length (a router sends a few fixed blocks).
-_MESSAGE_HEADS: dict[int, struct.Struct] = {}
-
-
-def _message_head(block_length: int) -> struct.Struct:
-    """HEADERS frame head, its block, DATA frame head, message prefix (flag, length): one pack."""
-    packer = struct.Struct(f">IBI{block_length}sIBIBI")
-    if len(_MESSAGE_HEADS) < 256:
-        _MESSAGE_HEADS[block_length] = packer
-    return packer
 
 
 def _window_update(stream_id: int, increment: int) -> bytes:
