@@ -263,7 +263,7 @@ class ServerConnection:
 
     def _call(self, stream: Stream) -> None:
         """A request is complete: find its method and start it."""
-        if stream.too_large or stream.id not in self.h2.streams:
+        if stream.too_large or stream.key not in self.h2.streams:
             return  # already answered (RESOURCE_EXHAUSTED) or reset
         server = self._server
         headers = stream.headers
@@ -331,7 +331,7 @@ class ServerConnection:
                 assert answer is not None
                 stream.user = None
                 conn = self.h2
-                if conn.closed or stream.id not in conn.streams:
+                if conn.closed or stream.key not in conn.streams:
                     return
                 conn.send_message(stream, RESPONSE_HEADERS, [answer], len(answer), TRAILERS_OK)
             elif isinstance(exc, Abort):
@@ -357,7 +357,7 @@ class ServerConnection:
         started = False
         try:
             async for message in handler(call):
-                if conn.closed or stream.id not in conn.streams:
+                if conn.closed or stream.key not in conn.streams:
                     return
                 if not started:
                     conn.send_headers(stream, wire.RESPONSE_HEADERS)
@@ -375,7 +375,7 @@ class ServerConnection:
             code, text = wire.INTERNAL, "the router failed to answer (see its log)"
         else:
             code, text = wire.OK, ""
-        if conn.closed or stream.id not in conn.streams:
+        if conn.closed or stream.key not in conn.streams:
             return
         if not started:
             conn.send_headers(stream, wire.status_block(code, text, True), True)
@@ -387,7 +387,7 @@ class ServerConnection:
         """A trailers-only answer (no message): the status in the one header block."""
         stream.user = None
         conn = self.h2
-        if conn.closed or stream.id not in conn.streams:
+        if conn.closed or stream.key not in conn.streams:
             return
         conn.send_headers(stream, wire.status_block(code, text, True), True)
         if not stream.remote_closed:  # answered before the request ended: it need not go on (§8.1)
