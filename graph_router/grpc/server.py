@@ -11,7 +11,7 @@ Unary calls run on reused worker tasks (:class:`_Worker`), one call at a time ea
 asyncio task made per call costs about 10k instructions in Python 3.11 (the task, its
 registration in asyncio's WeakSet of all tasks, its end), waking an idle worker a
 fraction of that. A worker keeps its task's context between calls; what a call sets in
-it (the raw-request context variable, a span) it resets before it ends.
+it (the front's raw-request context variable) it resets before it ends.
 
 - A call's request arrives whole (unary): the handler gets its message as bytes, its
   metadata and its deadline (``grpc-timeout``), and answers bytes or raises
@@ -100,8 +100,8 @@ def _parse(headers: list[tuple[str, str]] | None) -> _Parsed:
 class _Worker:
     """A task that runs unary calls one after another (see the module's docstring).
 
-    ``conn``/``stream``/``handler``/``call``: the call handed to it and not yet begun.
-    ``cancelled``: its current call was cancelled (the client reset it, the connection
+    ``handler``/``call``: the call handed to it, until it begins; ``conn``/``stream``:
+    where it answers, until it ends. ``cancelled``: its current call was cancelled (the client reset it, the connection
     was lost): the CancelledError ends that call, not the worker.
     """
 
