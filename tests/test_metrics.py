@@ -171,7 +171,9 @@ async def test_reloads_and_rejected_files_are_counted(start_service: Any, start_
         path.write_bytes(orjson.dumps(seq({"name": "renamed", "serviceUrl": svc.url("/m")})))
         await eventually(lambda: reloader.swaps == 1)
         path.write_bytes(b"{not a graph")
-        await eventually(lambda: reloader.rejected == 1)
+        # rejected is counted in the polling thread, the metric once the coroutine resumes: wait
+        # for both, or the task may be cancelled between the two.
+        await eventually(lambda: reloader.rejected == 1 and router.router.telemetry.metrics.reload_failures == 1)
     finally:
         task.cancel()
     assert (await router.post({"x": 1}))[0] == 200
