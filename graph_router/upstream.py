@@ -203,11 +203,8 @@ class UpstreamClient:
         """
         # A plain function handing back the coroutine: one frame less per step call.
         if policy is None and deadline is None:
-            http = self._http
-            if http is not None and self._breakers is not None and url.startswith(("grpc://", "grpcs://")):
-                # A gRPC step's own coroutine, as _guarded would await it: one level fewer.
-                return _grpc_call()(url, body, headers, timeout, self._breakers, self._settings.max_response_bytes,
-                                    http.loop)
+            if self._http is not None and self._breakers is not None and url.startswith(("grpc://", "grpcs://")):
+                return self._grpc_step(url, body, headers, timeout)  # as _guarded would await it: one level fewer
             return self._guarded(url, body, headers, timeout, stream)
         return self._with_policy(url, body, headers, timeout, stream, policy, deadline)
 
@@ -253,6 +250,15 @@ class UpstreamClient:
             await asyncio.sleep(pause)
             attempt += 1
 
+    def _grpc_step(
+        self, url: str, body: bytes, headers: CIMultiDict[str], timeout: float | None
+    ) -> Awaitable[StepResponse]:
+        """A gRPC step's call (graph_router.grpc.steps): the same breakers, inside the same retries.
+        Only once started (``_http`` and ``_breakers`` set)."""
+        assert self._http is not None and self._breakers is not None
+        return _grpc_call()(url, body, headers, timeout, self._breakers, self._settings.max_response_bytes,
+                            self._http.loop)
+
     async def _guarded(
         self, url: str, body: bytes, headers: CIMultiDict[str], timeout: float | None, stream: bool
     ) -> StepResponse:
@@ -262,9 +268,7 @@ class UpstreamClient:
         if http is None or breakers is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
         if url.startswith(("grpc://", "grpcs://")):
-            # A gRPC step (graph_router.grpc.steps): same breakers, inside the same retries.
-            return await _grpc_call()(url, body, headers, timeout, breakers, self._settings.max_response_bytes,
-                                      http.loop)
+            return await self._grpc_step(url, body, headers, timeout)
         if url.startswith("https://") and not http.has_step_tls(url) and await self._istio_rewrite():
             url = "http://" + url[len("https://") :]
         try:
