@@ -16,6 +16,7 @@ cdef class RequestContext:
     cdef public bytes request_body
     cdef public RequestProbe probe
     cdef public object deadline
+    cdef public object early
 
 cdef class _Members:
     cdef public list tasks

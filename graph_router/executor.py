@@ -24,6 +24,7 @@ from .spec import RouterType
 from .upstream import StepResponse, UpstreamClient
 
 if TYPE_CHECKING:
+    from .httpclient import HeadListener
     from .telemetry.recorder import RequestProbe
 
 
@@ -36,19 +37,23 @@ class RequestContext:
     ``request_body``: the graph's original request, for $request in templates.
     ``probe``: the server's metrics and spans; None outside the server.
     ``deadline``: loop time by which the whole request must be answered.
+    ``early``: told of the graph's streamed answer's head as soon as the tail step's
+    head is read (a plain tail call only: see ``Executor._call``).
     """
 
-    __slots__ = ("deadline", "explain", "headers", "probe", "request_body", "step_timeout")
+    __slots__ = ("deadline", "early", "explain", "headers", "probe", "request_body", "step_timeout")
 
     def __init__(self, headers: CIMultiDict[str], step_timeout: float | None,
                  explain: list[dict[str, object]] | None = None, request_body: bytes = b"",
-                 probe: RequestProbe | None = None, deadline: float | None = None) -> None:
+                 probe: RequestProbe | None = None, deadline: float | None = None,
+                 early: HeadListener | None = None) -> None:
         self.headers = headers
         self.step_timeout = step_timeout
         self.explain = explain
         self.request_body = request_body
         self.probe = probe
         self.deadline = deadline
+        self.early = early
 
 
 def map_predictions_to_instances(body: bytes) -> bytes:
@@ -100,16 +105,14 @@ class Executor:
         explain: list[dict[str, object]] | None = None,
         probe: RequestProbe | None = None,
         deadline: float | None = None,
+        early: HeadListener | None = None,
     ) -> Awaitable[StepResponse]:
         """Run the graph from ``root``; awaiting it raises RequestError when the graph fails.
 
         Pass a list as ``explain`` to have the path taken recorded into it, and a probe
-        to have every step reported to it (metrics, spans).
+        to have every step reported to it (metrics, spans). ``early``: see RequestContext.
         """
-        ctx = RequestContext(
-            headers=headers, step_timeout=plan.timeouts.service_client, explain=explain, request_body=body,
-            probe=probe, deadline=deadline,
-        )
+        ctx = RequestContext(headers, plan.timeouts.service_client, explain, body, probe, deadline, early)
         return self._node(plan.root, body, ctx, True)
 
     def _node(self, node: NodePlan, body: bytes, ctx: RequestContext, tail: bool) -> Awaitable[StepResponse]:
@@ -119,6 +122,8 @@ class Executor:
         probe = ctx.probe
         if probe is not None and probe.tracer is not None:
             return probe.tracer.node(probe.graph, node, self._kinds[node.kind](node, body, ctx, tail))
+        if node.only is not None:  # a Sequence of one service call, as _sequence would run it: one level less
+            return self._step(node, node.only, body, ctx, tail)
         return self._kinds[node.kind](node, body, ctx, tail)
 
     async def _step(
@@ -196,9 +201,12 @@ class Executor:
         route = step.route
         if route is not None:  # several endpoints or a mirror, decided at plan time
             return route.call(self._client, step, body, headers, ctx, tail)
-        return self._client.call(
-            url, body, headers, ctx.step_timeout, stream=tail, policy=step.policy, deadline=ctx.deadline
-        )
+        policy = step.policy
+        if tail and policy is None and ctx.early is not None and ctx.deadline is None:
+            # Nothing can retry or replace this answer once its head is in: the router's
+            # head may go out from the callback that read it.
+            return self._client.call(url, body, headers, ctx.step_timeout, True, None, None, ctx.early)
+        return self._client.call(url, body, headers, ctx.step_timeout, tail, policy, ctx.deadline)  # stream=tail
 
     @staticmethod
     def _condition(ctx: RequestContext, node: NodePlan, step: StepPlan, matched: bool) -> bool:

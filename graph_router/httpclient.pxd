@@ -12,11 +12,12 @@ cdef class _Connection:
     cdef public bint _reused
     cdef public bint _want_stream
     cdef public BodyStream _stream
+    cdef public object _early
 
     cpdef _maybe_stream(self)
     cpdef _complete(self)
     cpdef _fail(self, exc)
-    cpdef object send(self, bytes data, bint reused, bint stream=*)
+    cpdef object send(self, bytes data, bint reused, bint stream=*, early=*)
     cpdef close(self)
 
 cdef class BodyStream:

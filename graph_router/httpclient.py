@@ -23,11 +23,12 @@ step call needs: POST a byte body, read status and body, keep connections alive.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from .http1.response_reader import (
@@ -43,10 +44,13 @@ from .http1.response_reader import (
     ResponseReader,
 )
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "ClientError",
     "ConnectError",
     "HTTPClient",
+    "HeadListener",
     "MalformedResponse",
     "ResponseHeadTooLarge",
     "ResponseTooLarge",
@@ -80,6 +84,18 @@ class ResponseTooLarge(ClientError):
 
 class ResponseHeadTooLarge(ClientError):
     """The answer's header section is over the configured limit."""
+
+
+class Ready(Protocol):
+    """A streamed body that hands over what has arrived without waiting (None: nothing yet)."""
+
+    def ready(self) -> bytes | None: ...
+
+
+class HeadListener(Protocol):
+    """Hears of a streamed answer's head in the callback that read it (see ``_Connection.send``)."""
+
+    def stream_head(self, status: int, content_type: str | None, encoding: str | None, stream: Ready) -> None: ...
 
 
 class Answer:
@@ -166,6 +182,9 @@ class _Connection:
         self._reused = False
         self._want_stream = False
         self._stream: BodyStream | None = None
+        # Told of a streamed answer's head as soon as it is in (the graph's tail step:
+        # the router writes its own head from here, before the caller's task resumes).
+        self._early: HeadListener | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -222,6 +241,13 @@ class _Connection:
             reader.streaming = True
             stream = self._stream = BodyStream(self)
             stream.take(reader)
+            early = self._early
+            if early is not None:
+                self._early = None
+                try:
+                    early.stream_head(reader.status, reader.content_type, reader.content_encoding, stream)
+                except Exception:  # its failure is the listener's: the answer still goes to the waiter
+                    logger.exception("a streamed answer's head listener failed")
             if waiter is not None and not waiter.done():
                 waiter.set_result(Answer(reader.status, b"", reader.content_type, stream, reader.content_encoding))
 
@@ -239,6 +265,7 @@ class _Connection:
             if self._stream is not None:
                 self._stream.finish()
                 return
+        self._early = None  # it holds the request's objects: not kept past the answer
         waiter = self._waiter
         self._waiter = None
         body = reader.body()
@@ -249,6 +276,7 @@ class _Connection:
 
     def _fail(self, exc: ClientError) -> None:
         self.reusable = False
+        self._early = None
         if self._stream is not None:
             self._stream.fail(exc)
         waiter = self._waiter
@@ -258,8 +286,13 @@ class _Connection:
         if self.transport is not None:
             self.transport.close()
 
-    def send(self, data: bytes, reused: bool, stream: bool = False) -> asyncio.Future[Answer]:
-        """Write one request; the future resolves with the answer (or its head, when streaming)."""
+    def send(self, data: bytes, reused: bool, stream: bool = False,
+             early: HeadListener | None = None) -> asyncio.Future[Answer]:
+        """Write one request; the future resolves with the answer (or its head, when streaming).
+
+        ``early`` (with ``stream``) hears of a streamed answer's head in the callback that
+        read it, before the future's waiter runs.
+        """
         assert self.transport is not None
         if self.closed or (reused and not self.reusable):
             # Retired while it waited to be used (it closed, or bytes came unasked after it
@@ -270,6 +303,7 @@ class _Connection:
         self.reusable = False
         self._reused = reused
         self._want_stream = stream
+        self._early = early
         self._stream = None
         self.reader.expect()
         self._waiter = self._pool.loop.create_future()
@@ -614,16 +648,17 @@ class HTTPClient:
         url: str,
         headers: Any,
         body: bytes,
-        *,
         fresh: bool = False,
         timeout: float | None = None,
         stream: bool = False,
+        early: HeadListener | None = None,
     ) -> Awaitable[Answer]:
         """POST ``body``; raises ClientError subclasses, TimeoutError, ValueError (bad URL).
 
         ``stream``: answer as soon as the head arrives when the service streams; the
         timeout then bounds the wait for the head, not the whole body. (A plain function
         handing back the exchange's coroutine: one coroutine level less per call.)
+        ``early``: told of a streamed answer's head as soon as it is read (``_Connection.send``).
         """
         target = self.target(url)
         pool = self._pools.get(target.key)
@@ -631,21 +666,22 @@ class HTTPClient:
             pool = self._pools[target.key] = _HostPool(self, target)
         data = self.build_request(target, headers, body)
         if timeout is None:
-            return self._exchange(pool, data, fresh, stream)
-        return self._exchange_within(timeout, pool, data, fresh, stream)
+            return self._exchange(pool, data, fresh, stream, early)
+        return self._exchange_within(timeout, pool, data, fresh, stream, early)
 
     async def _exchange_within(self, timeout: float, pool: _HostPool, data: bytes, fresh: bool,
-                               stream: bool) -> Answer:
+                               stream: bool, early: HeadListener | None) -> Answer:
         async with asyncio.timeout(timeout):
-            return await self._exchange(pool, data, fresh, stream)
+            return await self._exchange(pool, data, fresh, stream, early)
 
-    async def _exchange(self, pool: _HostPool, data: bytes, fresh: bool, stream: bool) -> Answer:
+    async def _exchange(self, pool: _HostPool, data: bytes, fresh: bool, stream: bool,
+                        early: HeadListener | None) -> Answer:
         conn = None if fresh else pool.take_idle()
         reused = conn is not None
         if conn is None:
             conn, reused = await pool.acquire(fresh)
         try:
-            answer = await conn.send(data, reused, stream)
+            answer = await conn.send(data, reused, stream, early)
         except BaseException:
             conn.reusable = False
             pool.release(conn)

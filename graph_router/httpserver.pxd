@@ -2,7 +2,7 @@
 # compiled, these classes become extension types with C-level attributes. The .py
 # file stays the source; without a compiler it runs as plain Python.
 
-from .http1.request_reader cimport BufferBudget, RequestReader
+from .http1.request_reader cimport BufferBudget, Request, RequestReader
 
 cdef class _DateHeader:
     cdef long _second
@@ -28,6 +28,8 @@ cdef class ServerConnection:
     cdef public bint _closing
     cdef public bint _closed
     cdef public object _writable
+    cdef public bint _head_sent
+    cdef public bint _head_last
 
     cpdef _arm(self, double seconds)
     cpdef _disarm(self)
@@ -35,7 +37,8 @@ cdef class ServerConnection:
     cpdef _take_events(self)
     cpdef _send_continue(self)
     cpdef bint _between_requests(self)
-    cpdef _write(self, Response answer, request, bint last)
+    cpdef _write(self, Response answer, Request request, bint last)
+    cpdef bint _last(self, Request request)
     cpdef _write_rejection(self, rejection)
 
 cdef class HTTPServer:

@@ -42,7 +42,7 @@ from .http1.rules import body_allowed
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HTTPServer", "Request", "Response", "ServerLimits", "StreamingResponse", "error_body", "status_line"]
+__all__ = ["HTTPServer", "Response", "ServerLimits", "StreamingResponse", "error_body", "status_line"]
 
 _NEVER = float("inf")
 
@@ -67,6 +67,12 @@ class TLSContexts(Protocol):
     """Where an HTTPS listener gets the context for each new connection (see security.tls)."""
 
     def current(self) -> ssl.SSLContext: ...
+
+
+class ReadyBytes(Protocol):
+    """A streamed answer's source that can hand over what has arrived without waiting."""
+
+    def ready(self) -> bytes | None: ...
 
 
 class ChunkSource(Protocol):
@@ -191,6 +197,10 @@ class ServerConnection:
         self._closing = False
         self._closed = False
         self._writable: asyncio.Future[None] | None = None
+        # A streamed answer's head went out from the step's head callback (stream_head):
+        # the answer, when the handler returns it, continues after it.
+        self._head_sent = False
+        self._head_last = False
 
     # --- connection lifecycle -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -323,7 +333,6 @@ class ServerConnection:
     async def _serve_queue(self) -> None:
         """Answer queued events in order; between requests, wait for the next one."""
         queue = self._queue
-        budget = self._server.budget
         while not self._closed:
             if not queue:
                 if not self._between_requests():
@@ -338,14 +347,7 @@ class ServerConnection:
             if isinstance(event, Rejection):
                 self._write_rejection(event)
                 return
-            self._handling = True
-            try:
-                await self._answer(event)
-            finally:
-                self._handling = False
-                if event.held:
-                    budget.used -= event.held
-                    event.held = 0
+            await self._answer(event)
 
     def _between_requests(self) -> bool:
         """Nothing queued: close a finished connection, else wait idle. False: stop serving."""
@@ -364,36 +366,81 @@ class ServerConnection:
         return True
 
     async def _answer(self, request: Request) -> None:
-        if self.transport is not None and len(self._queue) <= self._server.limits.max_pipelined:
-            self.transport.resume_reading()
-        self.handler_deadline = self._loop.time() + self._server.limits.write_timeout
+        """One request, from its handler to its answer's end (its bookkeeping in ``finally``)."""
+        self._handling = True
         try:
-            answer = await self._server.handler(request)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("unexpected error while answering %s %s", request.method, request.path)
-            answer = Response(500, error_body("Internal Server Error", "internal error in the router"),
-                              "application/json")
-        finally:
-            self.handler_deadline = _NEVER
-        if self._closed:
+            if self.transport is not None and len(self._queue) <= self._server.limits.max_pipelined:
+                self.transport.resume_reading()
+            self.handler_deadline = self._loop.time() + self._server.limits.write_timeout
+            self._head_sent = False
+            request.connection = self
+            try:
+                answer = await self._server.handler(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("unexpected error while answering %s %s", request.method, request.path)
+                answer = Response(500, error_body("Internal Server Error", "internal error in the router"),
+                                  "application/json")
+            finally:
+                self.handler_deadline = _NEVER
+            if self._closed:
+                if isinstance(answer, StreamingResponse):
+                    after = answer.after_head
+                    answer.after_head = None
+                    try:
+                        if after is not None:
+                            after()
+                    finally:
+                        await answer.chunks.aclose()
+                return
+            last = self._head_last if self._head_sent else self._last(request)  # as the head said
+            if last:
+                self._closing = True
             if isinstance(answer, StreamingResponse):
-                after = answer.after_head
-                answer.after_head = None
-                try:
-                    if after is not None:
-                        after()
-                finally:
-                    await answer.chunks.aclose()
-            return
-        last = not request.keep_alive or ((self._closing or self._server.draining) and not self._queue)
-        if last:
-            self._closing = True
-        if isinstance(answer, StreamingResponse):
-            await self._write_stream(answer, request, last)
-        else:
-            self._write(answer, request, last)
+                await self._write_stream(answer, request, last)
+            elif self._head_sent:
+                # A streamed head is out, and the handler ended in another answer (it failed after
+                # the step's head arrived): the status cannot change any more; cut the stream.
+                logger.warning("answer to %s %s failed after its head was sent: %s", request.method, request.path,
+                               answer.status)
+                self._closing = True
+                self._close()
+            else:
+                self._write(answer, request, last)
+        finally:
+            self._handling = False
+            if request.held:
+                self._server.budget.used -= request.held
+                request.held = 0
+
+    def _last(self, request: Request) -> bool:
+        """Whether this answer ends the connection (Connection: close in its head)."""
+        return not request.keep_alive or ((self._closing or self._server.draining) and not self._queue)
+
+    def stream_head(self, request: Request, status: int, content_type: str, headers: list[tuple[str, str]],
+                    source: ReadyBytes) -> bool:
+        """Write a streamed answer's head (and its first bytes) now, from the step's head callback.
+
+        Time to first byte: the head goes out in the same event-loop callback that read the
+        service's head, before the handler's coroutines resume. The handler's
+        StreamingResponse then continues after it (``_write_stream`` skips the head). Only
+        for a chunked HTTP/1.1 answer with content; False: nothing written, the usual path
+        writes it. ``source``: the answer's bytes; those already in (``ready()``) go with the head.
+        """
+        transport = self.transport
+        if (transport is None or self._closed or self._head_sent or request.head_only or request.http10
+                or not body_allowed(status)):
+            return False
+        last = self._head_last = self._last(request)
+        parts = self._head(status, content_type, headers, request, last)
+        parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        first = source.ready()
+        if first:
+            parts.append(b"%x\r\n%b\r\n" % (len(first), first))
+        transport.write(b"".join(parts))
+        self._head_sent = True
+        return True
 
     def _head(self, status: int, content_type: str | None, headers: list[tuple[str, str]] | None,
               request: Request, last: bool) -> list[bytes]:
@@ -434,16 +481,19 @@ class ServerConnection:
         http10 = request.http10
         if http10 and not no_content:
             last = self._closing = True
-        parts = self._head(answer.status, answer.content_type, answer.headers, request, last)
-        if no_content or http10:
-            parts.append(b"\r\n")
+        if self._head_sent:  # written already (stream_head), with the first bytes
+            self._head_sent = False
         else:
-            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
-        first = answer.first
-        if first is not None and not no_content:  # arrived with the service's head: one write for both
-            answer.first = None
-            parts.append(first if http10 else b"%x\r\n%b\r\n" % (len(first), first))
-        transport.write(b"".join(parts))
+            parts = self._head(answer.status, answer.content_type, answer.headers, request, last)
+            if no_content or http10:
+                parts.append(b"\r\n")
+            else:
+                parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+            first = answer.first
+            if first is not None and not no_content:  # arrived with the service's head: one write for both
+                answer.first = None
+                parts.append(first if http10 else b"%x\r\n%b\r\n" % (len(first), first))
+            transport.write(b"".join(parts))
         try:
             after = answer.after_head
             if after is not None:  # the first byte is out: now the rest of the bookkeeping

@@ -83,6 +83,9 @@ class NodePlan:
     steps: tuple[StepPlan, ...]
     weight_bounds: tuple[int, ...] = ()
     keep_answers: frozenset[str] = frozenset()  # step names later templates read ($steps.NAME)
+    # A Sequence of one service call that runs as that call (no condition, template or
+    # mapping; a service's failure needs no parent mapping): the executor calls it directly.
+    only: StepPlan | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -274,12 +277,17 @@ def _build_node(
     for s in steps:
         total += s.weight
         bounds.append(total)
+    only = steps[0] if len(steps) == 1 and node.router_type == RouterType.SEQUENCE else None
+    if only is not None and (only.url is None or only.condition is not None or only.template is not None
+                             or only.map_predictions or only.v2_rename is not None):
+        only = None
     plan = NodePlan(
         name=name,
         kind=node.router_type,
         steps=tuple(steps),
         weight_bounds=tuple(bounds),
         keep_answers=frozenset(keep),
+        only=only,
     )
     built[name] = plan
     return plan

@@ -16,3 +16,7 @@ cdef class Router:
     cdef public Py_ssize_t _in_flight
     cdef public object http_server
     cdef public object auth
+
+cdef class _EarlyHead:
+    cdef public RequestProbe _probe
+    cdef public Request _request

@@ -23,7 +23,7 @@ from .errors import AnswerTooLarge, DeadlineExceeded, RequestError, UnreadableAn
 from .executor import Executor
 from .http1 import content_coding
 from .http1.request_reader import Request  # not through httpserver: compiled, it cimports Request
-from .httpserver import HTTPServer, Response, ServerLimits, StreamingResponse, TLSContexts, error_body
+from .httpserver import HTTPServer, ReadyBytes, Response, ServerLimits, StreamingResponse, TLSContexts, error_body
 from .jsonsyntax import valid as valid_json
 from .llm.answer import admit
 from .plan import GraphPlan, Timeouts
@@ -106,6 +106,39 @@ class _Relay:
     async def aclose(self) -> None:
         self._ended = True
         await self._stream.aclose()
+
+
+def _stream_headers(encoding: str | None) -> list[tuple[str, str]]:
+    """A streamed answer's own headers (the probe adds its timing after them)."""
+    if encoding is None:
+        return [("Cache-Control", "no-cache")]
+    return [("Cache-Control", "no-cache"), ("Content-Encoding", encoding)]
+
+
+class _EarlyHead:
+    """Writes the graph's streamed answer's head from the tail step's head callback.
+
+    Time to first byte: the head and the bytes that came with the service's head go out
+    in the event-loop callback that read them, before the request's coroutines resume;
+    the StreamingResponse the handler returns then goes on after them. Made only when
+    nothing else would add to the head (no explain, no span; see Router.handle).
+    """
+
+    __slots__ = ("_probe", "_request")
+
+    def __init__(self, probe: RequestProbe, request: Request) -> None:
+        self._probe = probe
+        self._request = request
+
+    def stream_head(self, status: int, content_type: str | None, encoding: str | None, stream: ReadyBytes) -> None:
+        probe = self._probe
+        connection = self._request.connection
+        llm = probe.llm
+        if connection is None or (llm is not None and llm.fallback is not None):
+            return  # the fallback header is added by probe.end: the usual path writes the head
+        headers = _stream_headers(encoding)
+        headers.append(probe.timing_now())
+        connection.stream_head(self._request, status, content_type or "application/octet-stream", headers, stream)
 
 
 class Router:
@@ -204,7 +237,8 @@ class Router:
         result: StepResponse
         try:
             if plan.deadline is None:
-                result = await self._executor.run(plan, request.body, headers, probe.explain, probe)
+                early = None if probe.extras else _EarlyHead(probe, request)
+                result = await self._executor.run(plan, request.body, headers, probe.explain, probe, None, early)
             else:
                 result = await self._run_with_deadline(plan, request.body, headers, probe)
         except RequestError as exc:
@@ -215,9 +249,7 @@ class Router:
         finally:
             self._in_flight -= 1
         if result.stream is not None:
-            headers_out = [("Cache-Control", "no-cache")]
-            if result.content_encoding is not None:
-                headers_out.append(("Content-Encoding", result.content_encoding))
+            headers_out = _stream_headers(result.content_encoding)
             relay = _Relay(result.stream, result.content_type, plan.name, result.content_encoding is not None)
             return probe.end(StreamingResponse(
                 result.status,

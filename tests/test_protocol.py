@@ -27,7 +27,8 @@ import pytest
 from aiohttp import web
 from conftest import echo
 
-from graph_router.httpserver import HTTPServer, Request, Response, ServerLimits, StreamingResponse
+from graph_router.http1.request_reader import Request
+from graph_router.httpserver import HTTPServer, Response, ServerLimits, StreamingResponse
 
 
 def one_step(url: str, **timeouts: int) -> dict[str, Any]:
@@ -206,6 +207,79 @@ async def test_after_head_runs_once_the_head_is_written_before_the_rest(start_ht
         rest = await wire.reader.readuntil(b"0\r\n\r\n")
     assert rest == b"4\r\nrest\r\n0\r\n\r\n"
     assert calls == ["head"]  # once
+
+
+class Ready:
+    """What a step's stream has in hand when its head arrives (``ready()``, taken once)."""
+
+    def __init__(self, first: bytes | None) -> None:
+        self.first = first
+
+    def ready(self) -> bytes | None:
+        first, self.first = self.first, None
+        return first
+
+
+async def test_a_head_written_early_is_the_answer_s_only_head(start_http: Any) -> None:
+    """stream_head writes the head and the bytes in hand at once, before the handler returns;
+    the StreamingResponse it then returns goes on after them, with no second head."""
+    written: list[bool] = []
+
+    async def stream(request: Request) -> StreamingResponse:
+        conn = request.connection
+        written.append(conn.stream_head(request, 200, "text/event-stream", [("Cache-Control", "no-cache")],
+                                        Ready(b"data: 0\n\n")))
+        await asyncio.sleep(0.2)  # the head is out meanwhile
+        return StreamingResponse(200, Chunks([b"data: 1\n\n"]), "text/event-stream")
+
+    server = await start_http(stream)
+    wire = await Wire.open(f"http://127.0.0.1:{server.port}")
+    await wire.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(0.15):  # well before the handler returns
+        early = await wire.reader.readuntil(b"9\r\ndata: 0\n\n\r\n")
+    assert early.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nCache-Control: no-cache\r\n" in early
+    assert b"\r\nTransfer-Encoding: chunked\r\n\r\n" in early
+    async with asyncio.timeout(3):
+        rest = await wire.reader.readuntil(b"0\r\n\r\n")
+    assert rest == b"9\r\ndata: 1\n\n\r\n0\r\n\r\n"
+    assert written == [True]
+    await wire.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # the connection goes on
+    raw = await wire.until_closed()
+    assert statuses(raw) == [200] and b"Connection: close" in raw and raw.endswith(b"0\r\n\r\n")
+
+
+async def test_an_answer_that_fails_after_an_early_head_cuts_the_stream(start_http: Any) -> None:
+    """Once the head is out, a handler that ends in an error cannot send a second head: the
+    client sees a stream without its last chunk, and the connection closes (as for a stream
+    that fails after its first byte)."""
+    async def failing(request: Request) -> Response:
+        request.connection.stream_head(request, 200, "text/event-stream", [], Ready(b"data: 0\n\n"))
+        return Response(502, b'{"error":"late"}', "application/json")
+
+    server = await start_http(failing)
+    wire = await Wire.open(f"http://127.0.0.1:{server.port}")
+    await wire.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = await wire.until_closed()
+    assert statuses(raw) == [200]
+    assert raw.endswith(b"9\r\ndata: 0\n\n\r\n") and b"late" not in raw
+
+
+@pytest.mark.parametrize("request_line", [b"HEAD / HTTP/1.1", b"GET / HTTP/1.0"])
+async def test_no_early_head_where_the_usual_path_differs(start_http: Any, request_line: bytes) -> None:
+    """HEAD (no content) and HTTP/1.0 (no chunked coding) are written by the usual path only."""
+    written: list[bool] = []
+
+    async def stream(request: Request) -> StreamingResponse:
+        written.append(request.connection.stream_head(request, 200, "text/plain", [], Ready(b"early")))
+        return StreamingResponse(200, Chunks([b"body"]), "text/plain")
+
+    server = await start_http(stream)
+    wire = await Wire.open(f"http://127.0.0.1:{server.port}")
+    await wire.send(request_line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = await wire.until_closed()
+    assert written == [False]
+    assert len(statuses(raw)) == 1 and b"early" not in raw
+    assert raw.endswith(b"\r\n\r\n" if request_line.startswith(b"HEAD") else b"\r\n\r\nbody")
 
 
 # --- Rule 3: HEAD never carries content (RFC 9110 §9.3.2) -------------------------------

@@ -12,9 +12,13 @@ import pytest
 from aiohttp import web
 from conftest import echo
 from metrics_scrape import scrape
+from test_resilience import one_step, serve_with_extensions
 
+from graph_router.httpclient import HTTPClient
+from graph_router.settings import ServerSettings
 from graph_router.telemetry import Telemetry
 from graph_router.telemetry.logs import FIELDS
+from graph_router.upstream import UpstreamSettings
 
 
 def sse_service(events: int, gap: float, log: dict[str, Any], *, die_after: int | None = None) -> Any:
@@ -171,3 +175,87 @@ async def test_a_streamed_answer_is_counted_and_logged(start_service: Any, start
     assert m.value("graph_router_overhead_seconds_count", graph="test") == 2
     lines = [getattr(r, FIELDS) for r in caplog.records if r.getMessage() == "graph request"]
     assert [line["status"] for line in lines] == [200, 200]
+
+
+# --- the router's head written as the step's head is read (time to first byte) ----------------
+
+class HeadHeard:
+    """A head listener (httpclient.HeadListener): what it heard, and when, in ``order``."""
+
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+        self.heads: list[tuple[int, str | None, str | None, bytes | None]] = []
+
+    def stream_head(self, status: int, content_type: str | None, encoding: str | None, stream: Any) -> None:
+        self.heads.append((status, content_type, encoding, stream.ready()))
+        self.order.append("head")
+
+
+async def test_a_head_listener_hears_a_streamed_head_before_the_caller_resumes(start_service: Any) -> None:
+    """The listener runs in the callback that read the head; the bytes it takes are not handed on twice."""
+    svc = await start_service({"/s": sse_service(3, 0.05, {}), "/j": (200, {"a": 1})})
+    client = HTTPClient()
+    order: list[str] = []
+    heard = HeadHeard(order)
+    try:
+        answer = await client.post(svc.url("/s"), None, b"{}", False, None, True, heard)
+        order.append("resumed")
+        assert order == ["head", "resumed"]
+        status, content_type, encoding, first = heard.heads[0]
+        assert (status, content_type, encoding) == (200, "text/event-stream", None)
+        assert answer.stream is not None
+        rest = b"".join([chunk async for chunk in answer.stream])
+        events = b"".join(f'data: {{"i": {i}}}\n\n'.encode() for i in range(3)) + b"data: [DONE]\n\n"
+        assert (first or b"") + rest == events
+        quiet = HeadHeard([])  # an answer that does not stream is never heard of early
+        plain = await client.post(svc.url("/j"), None, b"{}", False, None, True, quiet)
+        assert quiet.heads == [] and orjson.loads(plain.body) == {"a": 1}
+    finally:
+        await client.close()
+
+
+async def test_an_early_head_carries_what_the_usual_head_carries(start_service: Any, start_router: Any) -> None:
+    """Content-Type, Cache-Control, Server-Timing and Connection: close, with the first event,
+    before the service's next event is produced."""
+    svc = await start_service({"/l": sse_service(3, 0.5, {})})
+    router = await start_router(one_step(svc.url("/l")))
+    host, port = router.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        async with asyncio.timeout(0.4):
+            head = await reader.readuntil(b"\r\n\r\n")
+            first = await reader.readuntil(b"\n\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        for field in (b"Content-Type: text/event-stream", b"Cache-Control: no-cache", b"Server-Timing: total;dur=",
+                      b"Connection: close", b"Transfer-Encoding: chunked"):
+            assert b"\r\n" + field in head
+        assert first.endswith(b'data: {"i": 0}\n\n')
+        async with asyncio.timeout(5):
+            rest = await reader.read()  # the stream, then the connection closes
+        assert rest.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    finally:
+        writer.close()
+
+
+async def test_a_streamed_retry_status_is_still_retried_under_a_policy(
+    start_service: Any, start_router: Any
+) -> None:
+    """A step with a retry policy has no early head: its streamed 503 is retried, not relayed."""
+    calls: list[int] = []
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        calls.append(1)
+        resp = web.StreamResponse(status=503 if len(calls) == 1 else 200, headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: %d\n\n" % len(calls))
+        return resp
+
+    svc = await start_service({"/m": flaky})
+    settings = ServerSettings(host="127.0.0.1", port=0, drain_seconds=0, upstream=UpstreamSettings(breaker_failures=0))
+    router = await serve_with_extensions(start_router, svc.url("/m"),
+                                         {"steps": {"root/s": {"policy": {"retries": 2, "backoffSeconds": 0.001}}}},
+                                         settings=settings)
+    status, body, _ = await router.post({})
+    assert (status, body, len(calls)) == (200, b"data: 2\n\n", 2)

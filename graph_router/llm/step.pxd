@@ -33,3 +33,14 @@ cdef class LLMStep:
     cdef public str label
     cdef public str node
     cdef public bint openai
+
+cdef class _EarlyUsage:
+    cdef public LLMStep _llm
+    cdef public object _outer
+    cdef public object _probe
+    cdef public object _record
+    cdef public object _metrics
+    cdef public double _started
+    cdef public bint _strip
+    cdef public object _url
+    cdef public object stream

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -18,13 +18,14 @@ from multidict import CIMultiDict
 
 from ..errors import CircuitOpen, DeadlineExceeded, RequestError, UpstreamError
 from ..mapping import Template
-from ..upstream import StepResponse, UpstreamClient
+from ..upstream import StepResponse, StepStream, UpstreamClient
 from .budget import Budgets
 from .metrics import LLMMetrics, StepSeries
 from .sse import UsageStream, ask_for_usage, plain_usage
 
 if TYPE_CHECKING:
     from ..executor import RequestContext
+    from ..httpclient import BodyStream, HeadListener, Ready
     from ..plan import StepPlan
     from ..telemetry.recorder import RequestProbe
 
@@ -206,10 +207,17 @@ class LLMStep:
                 if asked is not None:
                     request, strip = asked, True
             started = perf_counter()
+            early: _EarlyUsage | None = None
             try:
                 route = getattr(step, "route", None) if index == 0 else None
                 if route is not None:  # the step's own endpoints (graph_router/endpoints.py)
                     result: StepResponse = await route.call(client, step, request, headers, ctx, tail)
+                elif (not last and self.openai and tail and ctx.early is not None and step.policy is None
+                      and ctx.deadline is None):
+                    # Nothing can retry or replace this answer once its head is in: the router's
+                    # head (and the first events, tallied) may go out from the callback that read it.
+                    early = _EarlyUsage(self, ctx.early, probe, record, metrics, started, strip, target)
+                    result = await client.call(target, request, headers, ctx.step_timeout, True, None, None, early)
                 else:
                     result = await client.call(target, request, headers, ctx.step_timeout, stream=tail,
                                                policy=step.policy, deadline=ctx.deadline)
@@ -232,6 +240,9 @@ class LLMStep:
             if index and record is not None:
                 record.fallback = index - 1
             if self.openai and 200 <= result.status <= 299:
+                if early is not None and early.stream is not None and result.stream is not None:
+                    # Wrapped when its head came in (_EarlyUsage): the same stream, already tallying.
+                    return StepResponse(result.status, result.body, result.content_type, early.stream, None)
                 return self._account(result, probe, record, metrics, started, strip)
             return result
         raise AssertionError("unreachable: the last target raises or answers")
@@ -256,6 +267,21 @@ class LLMStep:
     def _account(self, result: StepResponse, probe: RequestProbe | None, record: LLMRequest | None,
                  metrics: LLMMetrics | None, started: float, strip: bool) -> StepResponse:
         """Figures for an answer that has begun: usage now (plain) or as the stream passes."""
+        tally = self.tally(probe, record, metrics, started)
+        if result.stream is None:
+            if result.content_encoding is None:
+                counts = plain_usage(result.body)
+                if counts is not None:
+                    tally.usage(*counts)
+            return result
+        if result.content_encoding is not None:
+            return result  # compressed bytes: relayed untouched, not read
+        stream = self.tallied(result.stream, result.content_type, tally, record, strip)
+        return StepResponse(result.status, result.body, result.content_type, stream, None)
+
+    def tally(self, probe: RequestProbe | None, record: LLMRequest | None, metrics: LLMMetrics | None,
+              started: float) -> StepTally:
+        """The answer's tally, its time to first byte taken now."""
         series = None
         if metrics is not None and probe is not None:
             graph = probe.graph
@@ -266,20 +292,47 @@ class LLMStep:
                 self._metrics, self._graph = metrics, graph
         if record is not None:
             record.ttfb = perf_counter() - started
-        tally = StepTally(record, series, started)
-        if result.stream is None:
-            if result.content_encoding is None:
-                counts = plain_usage(result.body)
-                if counts is not None:
-                    tally.usage(*counts)
-            return result
-        if result.content_encoding is not None:
-            return result  # compressed bytes: relayed untouched, not read
+        return StepTally(record, series, started)
+
+    @staticmethod
+    def tallied(stream: StepStream, content_type: str | None, tally: StepTally, record: LLMRequest | None,
+                strip: bool) -> UsageStream:
+        """A streamed (not encoded) answer's body, tallied as it passes."""
         if record is not None:
             record.open_streams += 1
-        sse = (result.content_type or "").startswith("text/event-stream")
-        stream = UsageStream(result.stream, tally, strip, sse)
-        return StepResponse(result.status, result.body, result.content_type, stream, None)
+        return UsageStream(stream, tally, strip, (content_type or "").startswith("text/event-stream"))
+
+
+class _EarlyUsage:
+    """An OpenAI tail step's head listener: the stream is wrapped (and tallied) when its head is
+    read, and handed on to the router's listener, which writes the head and first events then.
+
+    Only for a call nothing can retry or replace (no fallbacks, policy or deadline); the
+    step's coroutine, when it resumes, returns the same stream (``stream``).
+    """
+
+    __slots__ = ("_llm", "_metrics", "_outer", "_probe", "_record", "_started", "_strip", "_url", "stream")
+
+    def __init__(self, llm: LLMStep, outer: HeadListener, probe: RequestProbe | None, record: LLMRequest | None,
+                 metrics: LLMMetrics | None, started: float, strip: bool, url: str) -> None:
+        self._llm = llm
+        self._outer = outer
+        self._probe = probe
+        self._record = record
+        self._metrics = metrics
+        self._started = started
+        self._strip = strip
+        self._url = url
+        self.stream: UsageStream | None = None
+
+    def stream_head(self, status: int, content_type: str | None, encoding: str | None, stream: Ready) -> None:
+        if 200 <= status <= 299 and encoding is None:  # as _account: other answers pass untouched
+            tally = self._llm.tally(self._probe, self._record, self._metrics, self._started)
+            body = StepStream(cast("BodyStream", stream), self._url)
+            usage = self.stream = LLMStep.tallied(body, content_type, tally, self._record, self._strip)
+            self._outer.stream_head(status, content_type, encoding, usage)
+        else:
+            self._outer.stream_head(status, content_type, encoding, stream)
 
 
 def fallback_problems(fallbacks: list[Any]) -> list[str]:

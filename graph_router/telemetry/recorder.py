@@ -29,7 +29,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from ..errors import RequestError
-from ..httpserver import Request, Response, StreamingResponse
+from ..http1.request_reader import Request  # not through httpserver: compiled, it cimports Request
+from ..httpserver import Response, StreamingResponse
 from ..llm.answer import settle
 from ..llm.step import LLMRequest
 from ..plan import GraphPlan, NodePlan, StepPlan
@@ -284,6 +285,15 @@ class RequestProbe:
         elif self.telemetry.log_requests:
             self._log(logging.INFO, status, total, own, None)
         return answer
+
+    def timing_now(self) -> tuple[str, str]:
+        """``Server-Timing`` for a head written before ``end`` (a step's call still counts as waited)."""
+        now = perf_counter()
+        waited = self.waited
+        if self.outstanding:
+            waited += now - self.wait_from
+        total = now - self.started
+        return ("Server-Timing", _server_timing(total, total - waited))
 
     def head_sent(self) -> None:
         """A streamed answer's head is written: its histograms, and its log line unless that
