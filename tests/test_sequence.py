@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+import pytest
 from aiohttp import web
 from conftest import echo
+
+from graph_router.loader import load_graph_json
+from graph_router.plan import compile_graph
 
 
 async def test_request_goes_to_every_step_by_default(start_service: Any, start_router: Any) -> None:
@@ -205,3 +210,31 @@ async def test_path_query_and_method_are_ignored(start_service: Any, start_route
     assert [r.method for r in a.received] == ["POST", "POST"]
     assert [r.path for r in a.received] == ["/v1/models/m:predict"] * 2
     assert a.received[1].body == b""
+
+
+@pytest.mark.parametrize(("step", "direct"), [
+    ({"serviceUrl": "http://m/v1"}, True),
+    ({"serviceUrl": "http://m/v1", "condition": "a"}, False),  # fails as KServe's does: runs in _sequence
+    ({"serviceUrl": "http://m/v1", "data": "$response"}, True),  # the first step has no previous answer
+    ({"nodeName": "inner"}, False),  # a node's failure is mapped by its parent
+])
+def test_a_sequence_of_one_service_call_runs_as_that_call(step: dict[str, Any], direct: bool) -> None:
+    """NodePlan.only: set for a plain one-call Sequence only, which the executor then calls directly."""
+    spec = {"nodes": {"root": {"routerType": "Sequence", "steps": [step]},
+                      "inner": {"routerType": "Sequence", "steps": [{"serviceUrl": "http://m/v2"}]}}}
+    plan = compile_graph(load_graph_json(orjson.dumps(spec).decode()))
+    assert (plan.root.only is plan.root.steps[0]) == direct
+    assert plan.nodes["inner"].only is not None
+
+
+async def test_a_one_call_sequence_answers_and_fails_as_before(start_service: Any, start_router: Any) -> None:
+    """The direct call keeps the Sequence's answers: the service's answer, and KServe's error for a dead one."""
+    svc = await start_service({"/m": echo})
+    router = await start_router({"nodes": {"root": {"routerType": "Sequence",
+                                                    "steps": [{"serviceUrl": svc.url("/m")}]}}})
+    status, body, _ = await router.post({"x": 1})
+    assert (status, orjson.loads(body)) == (200, {"x": 1})
+    dead = await start_router({"nodes": {"root": {"routerType": "Sequence",
+                                                  "steps": [{"serviceUrl": "http://127.0.0.1:1/m"}]}}})
+    status, body, _ = await dead.post({"x": 1})
+    assert status == 500 and orjson.loads(body)["error"] == "Failed to process request"
