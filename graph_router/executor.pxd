@@ -18,6 +18,8 @@ cdef class RequestContext:
     cdef public object deadline
     cdef public object early
 
+    cpdef object early_for(self, policy, bint tail)
+
 cdef class _Members:
     cdef public list tasks
     cdef public object finished

@@ -24,6 +24,7 @@ from .spec import RouterType
 from .upstream import StepResponse, UpstreamClient
 
 if TYPE_CHECKING:
+    from .extensions import StepPolicy
     from .httpclient import HeadListener
     from .telemetry.recorder import RequestProbe
 
@@ -54,6 +55,13 @@ class RequestContext:
         self.probe = probe
         self.deadline = deadline
         self.early = early
+
+    def early_for(self, policy: StepPolicy | None, tail: bool) -> HeadListener | None:
+        """The head listener for a step call whose answer nothing can retry or replace once
+        its head is in (the tail call, no policy, no deadline); None for any other call."""
+        if tail and policy is None and self.deadline is None:
+            return self.early
+        return None
 
 
 def map_predictions_to_instances(body: bytes) -> bytes:
@@ -202,10 +210,9 @@ class Executor:
         if route is not None:  # several endpoints or a mirror, decided at plan time
             return route.call(self._client, step, body, headers, ctx, tail)
         policy = step.policy
-        if tail and policy is None and ctx.early is not None and ctx.deadline is None:
-            # Nothing can retry or replace this answer once its head is in: the router's
-            # head may go out from the callback that read it.
-            return self._client.call(url, body, headers, ctx.step_timeout, True, None, None, ctx.early)
+        early = ctx.early_for(policy, tail)
+        if early is not None:  # the router's head may go out from the callback that reads the step's
+            return self._client.call(url, body, headers, ctx.step_timeout, True, None, None, early)
         return self._client.call(url, body, headers, ctx.step_timeout, tail, policy, ctx.deadline)  # stream=tail
 
     @staticmethod

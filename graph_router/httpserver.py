@@ -33,12 +33,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import orjson
 
 from .http1.request_reader import BufferBudget, ReaderLimits, Rejection, Request, RequestReader
 from .http1.rules import body_allowed
+
+if TYPE_CHECKING:
+    from .httpclient import Ready
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +70,6 @@ class TLSContexts(Protocol):
     """Where an HTTPS listener gets the context for each new connection (see security.tls)."""
 
     def current(self) -> ssl.SSLContext: ...
-
-
-class ReadyBytes(Protocol):
-    """A streamed answer's source that can hand over what has arrived without waiting."""
-
-    def ready(self) -> bytes | None: ...
 
 
 class ChunkSource(Protocol):
@@ -419,7 +416,7 @@ class ServerConnection:
         return not request.keep_alive or ((self._closing or self._server.draining) and not self._queue)
 
     def stream_head(self, request: Request, status: int, content_type: str, headers: list[tuple[str, str]],
-                    source: ReadyBytes) -> bool:
+                    source: Ready) -> bool:
         """Write a streamed answer's head (and its first bytes) now, from the step's head callback.
 
         Time to first byte: the head goes out in the same event-loop callback that read the

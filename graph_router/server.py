@@ -23,7 +23,8 @@ from .errors import AnswerTooLarge, DeadlineExceeded, RequestError, UnreadableAn
 from .executor import Executor
 from .http1 import content_coding
 from .http1.request_reader import Request  # not through httpserver: compiled, it cimports Request
-from .httpserver import HTTPServer, ReadyBytes, Response, ServerLimits, StreamingResponse, TLSContexts, error_body
+from .httpclient import Ready
+from .httpserver import HTTPServer, Response, ServerLimits, StreamingResponse, TLSContexts, error_body
 from .jsonsyntax import valid as valid_json
 from .llm.answer import admit
 from .plan import GraphPlan, Timeouts
@@ -130,7 +131,7 @@ class _EarlyHead:
         self._probe = probe
         self._request = request
 
-    def stream_head(self, status: int, content_type: str | None, encoding: str | None, stream: ReadyBytes) -> None:
+    def stream_head(self, status: int, content_type: str | None, encoding: str | None, stream: Ready) -> None:
         probe = self._probe
         connection = self._request.connection
         llm = probe.llm

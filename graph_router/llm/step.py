@@ -210,13 +210,13 @@ class LLMStep:
             early: _EarlyUsage | None = None
             try:
                 route = getattr(step, "route", None) if index == 0 else None
+                outer = ctx.early_for(step.policy, tail) if not last and self.openai else None  # no fallbacks
                 if route is not None:  # the step's own endpoints (graph_router/endpoints.py)
                     result: StepResponse = await route.call(client, step, request, headers, ctx, tail)
-                elif (not last and self.openai and tail and ctx.early is not None and step.policy is None
-                      and ctx.deadline is None):
-                    # Nothing can retry or replace this answer once its head is in: the router's
-                    # head (and the first events, tallied) may go out from the callback that read it.
-                    early = _EarlyUsage(self, ctx.early, probe, record, metrics, started, strip, target)
+                elif outer is not None:
+                    # The router's head, and the first events tallied, may go out from the callback
+                    # that reads the step's head.
+                    early = _EarlyUsage(self, outer, probe, record, metrics, started, strip, target)
                     result = await client.call(target, request, headers, ctx.step_timeout, True, None, None, early)
                 else:
                     result = await client.call(target, request, headers, ctx.step_timeout, stream=tail,
