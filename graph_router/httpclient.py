@@ -377,8 +377,11 @@ class BodyStream:
         chunks = self._chunks
         if not chunks:
             return None
-        chunk = b"".join(chunks)
-        chunks.clear()
+        if len(chunks) == 1:  # the common case: joining a deque first copies it into a list
+            chunk = chunks.popleft()
+        else:
+            chunk = b"".join(chunks)
+            chunks.clear()
         if self._paused and self._conn.transport is not None:
             self._paused = False
             self._conn.transport.resume_reading()

@@ -10,6 +10,7 @@ cdef class _DateHeader:
     cpdef bytes get(self)
 
 cdef _DateHeader _DATE
+cdef dict _CONTENT_TYPE_LINES
 cdef dict _STATUS_LINES
 
 cdef class ServerConnection:
@@ -22,6 +23,7 @@ cdef class ServerConnection:
     cdef public object _more
     cdef public bint _handling
     cdef public bint _reading
+    cdef public bint _read_paused
     cdef public bint _lingering
     cdef public double deadline
     cdef public double handler_deadline
@@ -34,7 +36,7 @@ cdef class ServerConnection:
     cpdef _arm(self, double seconds)
     cpdef _disarm(self)
     cpdef _close(self)
-    cpdef _take_events(self)
+    cpdef _take_events(self, bint now=*)
     cpdef _send_continue(self)
     cpdef bint _between_requests(self)
     cpdef _write(self, Response answer, Request request, bint last)

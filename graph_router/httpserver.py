@@ -158,6 +158,9 @@ class _DateHeader:
 
 
 _DATE = _DateHeader()
+# Content-Type lines by type: an answer's type is one of a few (JSON, an event stream...);
+# bounded, as the types come from the services.
+_CONTENT_TYPE_LINES: dict[str, bytes] = {}
 
 
 def error_body(error: str, cause: str) -> bytes:
@@ -186,6 +189,7 @@ class ServerConnection:
         self._more: asyncio.Future[None] | None = None
         self._handling = False
         self._reading = False
+        self._read_paused = False  # by _take_events: too many requests pipelined ahead
         self._lingering = False
         # One deadline per connection, checked by the server's sweeper twice a second:
         # cheaper than creating and cancelling a timer handle for every request.
@@ -300,7 +304,7 @@ class ServerConnection:
         queued = len(self._queue)
         reader.feed(data)
         if len(self._queue) > queued:  # new requests (or a rejection) completed
-            self._take_events()
+            self._take_events(True)
         if reader.in_message:
             if not self._reading:
                 # serverRead: the request must arrive whole within it from its first byte.
@@ -309,16 +313,25 @@ class ServerConnection:
             if reader.continue_wanted and not self._handling and not self._queue:
                 self._send_continue()
 
-    def _take_events(self) -> None:
-        """The reader queued requests or a rejection: stop the read clock, wake the answering task."""
+    def _take_events(self, now: bool = False) -> None:
+        """The reader queued requests or a rejection: stop the read clock, wake the answering task.
+
+        ``now`` (from ``data_received``): the waiting task takes its next step here, in the
+        callback that read the request, instead of one event-loop pass later.
+        """
         self._reading = False
         self._disarm()
         if len(self._queue) > self._server.limits.max_pipelined and self.transport is not None:
             self.transport.pause_reading()
+            self._read_paused = True
+        more = self._more
         if self._task is None:
             self._task = self._loop.create_task(self._serve_queue())
-        elif self._more is not None and not self._more.done():
-            self._more.set_result(None)
+        elif more is not None and not more.done():
+            if now:
+                _wake_now(more, self._loop)
+            else:
+                more.set_result(None)
 
     def _send_continue(self) -> None:
         """``100 Continue`` for the request being read, only when no answer is ahead of it."""
@@ -366,7 +379,9 @@ class ServerConnection:
         """One request, from its handler to its answer's end (its bookkeeping in ``finally``)."""
         self._handling = True
         try:
-            if self.transport is not None and len(self._queue) <= self._server.limits.max_pipelined:
+            if (self._read_paused and self.transport is not None
+                    and len(self._queue) <= self._server.limits.max_pipelined):
+                self._read_paused = False
                 self.transport.resume_reading()
             self.handler_deadline = self._loop.time() + self._server.limits.write_timeout
             self._head_sent = False
@@ -443,10 +458,18 @@ class ServerConnection:
               request: Request, last: bool) -> list[bytes]:
         parts = [status_line(status), _DATE.get()]
         if content_type is not None:
-            parts.append(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n")
+            line = _CONTENT_TYPE_LINES.get(content_type)
+            if line is None:
+                line = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n"
+                if len(_CONTENT_TYPE_LINES) < 64:
+                    _CONTENT_TYPE_LINES[content_type] = line
+            parts.append(line)
         if headers:
             for k, v in headers:
-                parts.append(f"{k}: {v}\r\n".encode("latin-1", "replace"))
+                if k == "Cache-Control" and v == "no-cache":  # every streamed answer's
+                    parts.append(b"Cache-Control: no-cache\r\n")
+                else:
+                    parts.append(f"{k}: {v}\r\n".encode("latin-1", "replace"))
         if last:
             parts.append(b"Connection: close\r\n")
         elif request.http10:
@@ -547,11 +570,31 @@ class ServerConnection:
             return
         self._lingering = True
         if self.transport.can_write_eof():
+            self._read_paused = False
             self.transport.resume_reading()
             self.transport.write_eof()
             self.deadline = self._loop.time() + 2.0
         else:
             self._close()
+
+
+def _wake_now(waiter: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
+    """Resolve ``waiter`` and run the one task waiting on it now, not from the loop's queue.
+
+    Time to first byte: a kept-alive connection's task waits on ``waiter`` between
+    requests; resolving it the usual way queues the task's wake-up for the next pass of
+    the event loop. Here the task's own wake-up callback is taken off the future and
+    called at once, in the task's context: asyncio's task then steps as it would have
+    (it enters itself as the loop's current task, so this is only done outside any task).
+    """
+    callbacks = waiter._callbacks  # [(callback, context)]
+    if callbacks is None or len(callbacks) != 1 or asyncio.current_task(loop) is not None:
+        waiter.set_result(None)
+        return
+    wakeup, context = callbacks[0]
+    waiter.remove_done_callback(wakeup)
+    waiter.set_result(None)
+    context.run(wakeup, waiter)
 
 
 class HTTPServer:

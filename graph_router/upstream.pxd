@@ -17,3 +17,8 @@ cdef class StepResponse:
     cdef public object content_type
     cdef public object stream
     cdef public object content_encoding
+
+
+cdef class StepStream:
+    cdef public object _body
+    cdef public object _url

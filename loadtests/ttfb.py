@@ -3,10 +3,16 @@
 One local SSE service (a subprocess of this script: a bare asyncio protocol on uvloop
 that answers every POST with a chunked ``text/event-stream``, its first event in the
 same write as its head, the rest ``--pause-ms`` later, 1 ms by default; 0 sends the
-whole stream in one write) is called three ways, in turn,
+whole stream in one write) is called several ways,
 ``--requests`` times each, every way on its own kept-alive connection (``--block N``:
 N requests in a row on one way before the next; the default 1 alternates every request,
-so that each process wakes with caches the others have used since):
+so that each process wakes with caches the others have used since). Every round takes
+the ways in a new random order (seeded: every run takes the same orders): how long a request takes depends
+on which process ran just before it (the direct call is twice as slow right after a
+router, whose larger footprint the service and the client then wake into, as right after
+nginx), and a fixed order would measure the reference, the direct call, always after the
+same way, which biases every difference taken from it. ``--fixed-order`` keeps the old
+order (direct, nginx, the routers) for comparison:
 
 - directly;
 - through nginx as a streaming reverse proxy (``proxy_buffering off``, HTTP/1.1 and
@@ -14,12 +20,13 @@ so that each process wakes with caches the others have used since):
 - through a one-step graph (``graph-router serve`` as a subprocess), whose step is an
   OpenAI step (its URL ends in ``/v1/chat/completions``: the router asks for usage,
   tallies the stream and removes the usage chunk), and again through a step that is
-  not one (``--plain-step``, the stream relayed as bytes).
+  not one (the stream relayed as bytes).
 
 The client is a blocking socket with TCP_NODELAY: the time from sending the request to
 holding the first complete event. Reported: p50/p99 each way, what nginx and the router
 add to the direct p50, and their ratio (target: the router adds at most 2x what nginx
-adds). Every routed stream is checked to be byte-identical to the direct one.
+adds); ``--by-predecessor`` adds each way's p50 by the way that ran just before it.
+Every routed stream is checked to be byte-identical to the direct one.
 
     .venv/bin/python loadtests/ttfb.py [--requests 2000] [--quick]
 """
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import socket
 import subprocess
 import sys
@@ -177,7 +185,7 @@ class Client:
 
 
 def dechunk(body: bytes) -> bytes:
-    out = []
+    out: list[bytes] = []
     while True:
         line, _, rest = body.partition(b"\r\n")
         size = int(line.split(b";")[0], 16)
@@ -187,10 +195,12 @@ def dechunk(body: bytes) -> bytes:
         body = rest[size + 2:]
 
 
-def main(requests: int, pause_ms: float, block: int = 1) -> dict[str, Any]:
+def main(requests: int, pause_ms: float, block: int = 1, shuffle: bool = True, seed: int = 1,
+         by_predecessor: bool = False) -> dict[str, Any]:
     sse_port = free_port()
     service = subprocess.Popen([sys.executable, __file__, "--serve-sse", str(sse_port), "--pause-ms", str(pause_ms)])
     ways: dict[str, list[float]] = {}
+    after: dict[tuple[str, str], list[float]] = {}  # (way, the way just before it): times
     mismatches = 0
     with temp_dir("gr-ttfb-") as directory:
         nginx_port = free_port()
@@ -217,11 +227,18 @@ def main(requests: int, pause_ms: float, block: int = 1) -> dict[str, Any]:
                 for client in clients.values():
                     client.one()
             reference = clients["direct"].one()[1]
+            rng = random.Random(seed)
+            order = list(clients.items())
+            previous = "none"
             for _ in range(requests // block):
-                for name, client in clients.items():
+                if shuffle:
+                    rng.shuffle(order)
+                for name, client in order:
                     for _ in range(block):
                         first, body = client.one()
                         ways[name].append(first)
+                        after.setdefault((name, previous), []).append(first)
+                        previous = name
                         if body != reference:
                             mismatches += 1
             for client in clients.values():
@@ -240,6 +257,7 @@ def main(requests: int, pause_ms: float, block: int = 1) -> dict[str, Any]:
     print_table(["time to first event (ms)", "p50", "p99", "added at p50"], rows,
                 title=f"{requests} streamed completions each way, one kept-alive connection each")
     result: dict[str, Any] = {"test": "ttfb", "requests": requests, "pause_ms": pause_ms, "block": block,
+                              "order": "shuffled" if shuffle else "fixed",
                               "machine": machine_info(),
                               "direct_p50_ms": direct, "nginx_added_p50_ms": nginx_added,
                               "mismatched_streams": mismatches}
@@ -249,6 +267,11 @@ def main(requests: int, pause_ms: float, block: int = 1) -> dict[str, Any]:
         result[f"{key}_vs_nginx"] = added / nginx_added if nginx_added > 0 else None
         print(f"{name}: adds {added:.3f} ms at p50, nginx adds {nginx_added:.3f} ms: "
               f"{added / nginx_added if nginx_added > 0 else float('nan'):.2f}x (target <= 2x)")
+    if by_predecessor:
+        print_table(["way", "right after", "requests", "p50 (ms)"],
+                    [[way, before, len(v), round(percentile(v, 50), 3)]
+                     for (way, before), v in sorted(after.items()) if before != "none"],
+                    title="time to first event by the way that ran just before")
     print(f"streams that differed from the direct one: {mismatches} of {4 * requests}")
     return result
 
@@ -261,9 +284,14 @@ if __name__ == "__main__":
                         help="the service's pause after the first event (0: the whole stream in one write)")
     parser.add_argument("--block", type=int, default=1,
                         help="requests in a row on one way before the next (1: every request alternates)")
+    parser.add_argument("--fixed-order", action="store_true",
+                        help="every round in the same order (direct, nginx, the routers), not a shuffled one")
+    parser.add_argument("--by-predecessor", action="store_true",
+                        help="also each way's p50 by the way that ran just before it")
     parser.add_argument("--serve-sse", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sse:
         serve_sse(args.serve_sse, args.pause_ms)
     else:
-        emit_json(main(200 if args.quick else args.requests, args.pause_ms, args.block))
+        emit_json(main(200 if args.quick else args.requests, args.pause_ms, args.block, not args.fixed_order,
+                       by_predecessor=args.by_predecessor))

@@ -39,7 +39,7 @@ def chunk(delta: dict[str, Any], finish: str | None = None, model: str = "big") 
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
 
-def stream_bytes(doc: dict[str, Any], pieces: list[str] = PIECES) -> bytes:
+def stream_bytes(doc: dict[str, Any], pieces: list[str] = PIECES, sep: bytes = b"\n\n") -> bytes:
     """What the stand-in streams for a request: usage only when the request asks (as vLLM)."""
     model = str(doc.get("model", "big"))
     events = [chunk({"role": "assistant", "content": ""}, model=model)]
@@ -50,11 +50,11 @@ def stream_bytes(doc: dict[str, Any], pieces: list[str] = PIECES) -> bytes:
         usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(pieces),
                  "total_tokens": PROMPT_TOKENS + len(pieces)}
         events.append({**chunk({}, model=model), "choices": [], "usage": usage})
-    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return b"".join(b"data: " + orjson.dumps(e) + sep for e in events) + b"data: [DONE]" + sep
 
 
 def openai_service(log: list[dict[str, Any]], *, piece: int = 13, gap: float = 0.0, die_after: int | None = None,
-                   status: int = 200, usage_in_plain: bool = True) -> Any:
+                   status: int = 200, usage_in_plain: bool = True, sep: bytes = b"\n\n") -> Any:
     """An OpenAI-style chat completions service. Streams are written ``piece`` bytes at a
     time, so that events are split across reads; ``die_after`` bytes in, the connection drops."""
 
@@ -73,7 +73,7 @@ def openai_service(log: list[dict[str, Any]], *, piece: int = 13, gap: float = 0
             return web.json_response(answer)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        data = stream_bytes(doc)
+        data = stream_bytes(doc, sep=sep)
         for start in range(0, len(data), piece):
             if die_after is not None and start >= die_after:
                 assert request.transport is not None
@@ -155,15 +155,19 @@ async def test_router_asks_for_usage_and_the_client_gets_the_stream_it_would_hav
     assert sum(series.ttft) == 1 and sum(series.itl) == 1
 
 
+@pytest.mark.parametrize("sep", [b"\n\n", b"\r\n\r\n"], ids=["lf", "crlf"])
 @pytest.mark.parametrize("piece", [1, 7, 64, 4096])
 async def test_stream_is_byte_identical_however_it_is_split(start_service: Any, start_router: Any,
-                                                            piece: int) -> None:
+                                                            piece: int, sep: bytes) -> None:
+    """Events end in a blank line, LF or CRLF (the SSE format allows both); the usage event
+    the router asked for is taken out however the stream is split, even one byte at a time."""
     log: list[dict[str, Any]] = []
-    svc = await start_service({"/v1/chat/completions": openai_service(log, piece=piece)})
+    svc = await start_service({"/v1/chat/completions": openai_service(log, piece=piece, sep=sep)})
     router = await serve(start_router, svc.url("/v1/chat/completions"))
     _, body, _ = await router.post(STREAM)
-    assert body == stream_bytes(STREAM)
-    assert llm_series(router).completion == len(PIECES)
+    assert body == stream_bytes(STREAM, sep=sep)
+    series = llm_series(router)
+    assert (series.prompt, series.completion) == (PROMPT_TOKENS, len(PIECES))
 
 
 @pytest.mark.parametrize("include", [True, False])

@@ -28,7 +28,7 @@ from aiohttp import web
 from conftest import echo
 
 from graph_router.http1.request_reader import Request
-from graph_router.httpserver import HTTPServer, Response, ServerLimits, StreamingResponse
+from graph_router.httpserver import HTTPServer, Response, ServerLimits, StreamingResponse, _wake_now
 
 
 def one_step(url: str, **timeouts: int) -> dict[str, Any]:
@@ -280,6 +280,56 @@ async def test_no_early_head_where_the_usual_path_differs(start_http: Any, reque
     assert written == [False]
     assert len(statuses(raw)) == 1 and b"early" not in raw
     assert raw.endswith(b"\r\n\r\n" if request_line.startswith(b"HEAD") else b"\r\n\r\nbody")
+
+
+async def test_reading_pauses_past_the_pipelining_limit_and_resumes_as_answers_go_out(start_http: Any) -> None:
+    """More requests pipelined than ``max_pipelined``: the connection stops reading, and
+    reads again once the queue is short; every request is answered, in order."""
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(0.02)
+        return Response(200, request.path.encode(), "text/plain")
+
+    server = await start_http(slow, ServerLimits(max_pipelined=2))
+    wire = await Wire.open(f"http://127.0.0.1:{server.port}")
+    await wire.send(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(6)))
+    await asyncio.sleep(0.05)  # read and queued: past the limit, reading is paused
+    await wire.send(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(6, 9))
+                    + b"GET /9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = await wire.until_closed(5)
+    assert statuses(raw) == [200] * 10
+    assert re.findall(rb"\r\n\r\n(/\d)", raw) == [b"/%d" % i for i in range(10)]
+
+
+async def test_a_waiting_task_steps_inside_the_callback_that_wakes_it() -> None:
+    """_wake_now (used when a kept-alive connection's next request is read): the task waiting
+    on the future runs its next step before the waking callback returns, not a loop pass
+    later; from inside another task it falls back to the usual queued wake-up."""
+    loop = asyncio.get_running_loop()
+    steps: list[str] = []
+
+    async def waiting(waiter: asyncio.Future[None]) -> None:
+        await waiter
+        steps.append("resumed")
+
+    def wake(waiter: asyncio.Future[None]) -> None:  # a plain loop callback, as data_received is
+        _wake_now(waiter, loop)
+        steps.append("callback returned")
+
+    waiter: asyncio.Future[None] = loop.create_future()
+    task = asyncio.ensure_future(waiting(waiter))
+    await asyncio.sleep(0)  # the task now waits on the future
+    loop.call_soon(wake, waiter)
+    await asyncio.wait_for(task, 3)
+    assert steps == ["resumed", "callback returned"]
+
+    steps.clear()
+    waiter = loop.create_future()
+    task = asyncio.ensure_future(waiting(waiter))
+    await asyncio.sleep(0)
+    _wake_now(waiter, loop)  # inside this test's task: asyncio forbids stepping another task here
+    steps.append("caller went on")
+    await asyncio.wait_for(task, 3)
+    assert steps == ["caller went on", "resumed"]
 
 
 # --- Rule 3: HEAD never carries content (RFC 9110 §9.3.2) -------------------------------

@@ -7,6 +7,7 @@ string, and only the one event whose ``"usage"`` is an object is parsed as JSON.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -143,7 +144,7 @@ class UsageStream(StepStream):
         self._strip = strip
         self._sse = sse
         self._tail = b""
-        self._sep = b""  # b"\n\n" or b"\r\n\r\n", from the first chunk
+        self._sep = b""  # b"\n\n" or b"\r\n\r\n", from the first line's end
         self._plain: list[bytes] | None = None if sse else []
         self._size = 0
         self._scan = True
@@ -202,11 +203,13 @@ class UsageStream(StepStream):
 
     def _events(self, chunk: bytes) -> bytes:
         """Tally the events this chunk completes; what to hand on (b"": nothing yet)."""
-        sep = self._sep
-        if not sep:
-            sep = self._sep = b"\r\n\r\n" if b"\r\n" in chunk else b"\n\n"
         data = self._tail + chunk if self._tail else chunk
-        cut = data.rfind(sep)
+        sep = self._sep
+        if not sep:  # by the first line's end, once one is in (one byte to find: memchr)
+            lf = data.find(b"\n")
+            if lf >= 0:
+                sep = self._sep = b"\r\n\r\n" if lf > 0 and data[lf - 1] == 13 else b"\n\n"
+        cut = data.rfind(sep) if sep else -1
         if cut < 0:
             if len(data) > MAX_TAIL:
                 self._scan = False
@@ -226,7 +229,7 @@ class UsageStream(StepStream):
         if dropped < 0:
             return data[:end]
         del events[dropped]
-        return b"".join(e + sep for e in events)
+        return b"".join([e + sep for e in events])
 
     def _tally_later(self) -> None:
         later = self._later
@@ -235,7 +238,7 @@ class UsageStream(StepStream):
         for complete, stamp in later:
             self._tally_events(complete.split(sep), stamp)
 
-    def _tally_events(self, events: list[bytes], stamp: float) -> int:
+    def _tally_events(self, events: Sequence[bytes], stamp: float) -> int:
         """Count content and usage in complete events that arrived at ``stamp``; the index of
         the usage-only event to take out (-1: none)."""
         dropped = -1
