@@ -269,7 +269,7 @@ def main(requests: int, pause_ms: float, block: int = 1, shuffle: bool = True, s
               f"{added / nginx_added if nginx_added > 0 else float('nan'):.2f}x (target <= 2x)")
     if by_predecessor:
         print_table(["way", "right after", "requests", "p50 (ms)"],
-                    [[way, before, len(v), round(percentile(v, 50), 3)]
+                    [[way, before, len(v), f"{percentile(v, 50):.3f}"]
                      for (way, before), v in sorted(after.items()) if before != "none"],
                     title="time to first event by the way that ran just before")
     print(f"streams that differed from the direct one: {mismatches} of {4 * requests}")
