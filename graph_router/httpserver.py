@@ -27,13 +27,14 @@ import asyncio
 import logging
 import socket
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import orjson
 
@@ -578,6 +579,14 @@ class ServerConnection:
             self._close()
 
 
+# asyncio.current_task is interpreted Python before 3.12 (a call into the bytecode loop, on
+# the first byte's path); there it reads this dict of running tasks by loop, which the C
+# tasks keep. From 3.12 it is C, and is called.
+_RUNNING: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = (
+    getattr(asyncio.tasks, "_current_tasks", None) if sys.version_info < (3, 12) else None
+)
+
+
 def _wake_now(waiter: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
     """Resolve ``waiter`` and run the one task waiting on it now, not from the loop's queue.
 
@@ -588,7 +597,9 @@ def _wake_now(waiter: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> 
     (it enters itself as the loop's current task, so this is only done outside any task).
     """
     callbacks = waiter._callbacks  # [(callback, context)]
-    if callbacks is None or len(callbacks) != 1 or asyncio.current_task(loop) is not None:
+    running = _RUNNING
+    current = asyncio.current_task(loop) if running is None else running.get(loop)
+    if callbacks is None or len(callbacks) != 1 or current is not None:
         waiter.set_result(None)
         return
     wakeup, context = callbacks[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -328,7 +328,9 @@ class _EarlyUsage:
     def stream_head(self, status: int, content_type: str | None, encoding: str | None, stream: Ready) -> None:
         if 200 <= status <= 299 and encoding is None:  # as _account: other answers pass untouched
             tally = self._llm.tally(self._probe, self._record, self._metrics, self._started)
-            body = StepStream(cast("BodyStream", stream), self._url)
+            if TYPE_CHECKING:  # the connection hands its BodyStream (typing.cast would run interpreted)
+                assert isinstance(stream, BodyStream)
+            body = StepStream(stream, self._url)
             usage = self.stream = LLMStep.tallied(body, content_type, tally, self._record, self._strip)
             self._outer.stream_head(status, content_type, encoding, usage)
         else:
